@@ -1,0 +1,73 @@
+"""The one settings object: `DFE_*` environment variables or a `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DRIVER_ALIASES = {
+    "postgres://": "postgresql+psycopg://",
+    "postgresql://": "postgresql+psycopg://",
+    "mysql://": "mysql+pymysql://",
+    "mariadb://": "mysql+pymysql://",
+    "mariadb+pymysql://": "mysql+pymysql://",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the drivers we ship for bare scheme names (mysqlclient is not installed)."""
+    for alias, scheme in _DRIVER_ALIASES.items():
+        if url.startswith(alias):
+            return scheme + url[len(alias) :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DFE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Embedded database, keys, storage.")
+    database_url: str | None = Field(default=None, description="Defaults to SQLite in data_dir.")
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated Fernet keys, newest first. Defaults to a key file in data_dir.",
+    )
+    console_url: str = "http://127.0.0.1:8000"
+    console_host: str = "127.0.0.1"
+    console_port: int = 8000
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+    key_rotation_grace_hours: int = 168
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite:///{self.data_dir / 'dfe.db'}"
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as printable values, with secrets and URL passwords masked."""
+        from sqlalchemy.engine import make_url
+
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********" if value.get_secret_value() else ""
+            elif name == "database_url":
+                value = make_url(self.effective_database_url).render_as_string(hide_password=True)
+            shown[name] = str(value) if isinstance(value, Path) else value
+        return shown
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

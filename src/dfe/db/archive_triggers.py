@@ -1,0 +1,186 @@
+"""Archive-on-delete triggers, generated from the model metadata for each engine.
+
+A BEFORE DELETE trigger on every archived table first deletes the row's
+archived children (whose own triggers archive them), then copies the row into
+its archive table with when, by whom and in which batch. Triggers are the only
+mechanism that also catches a plain `DELETE` typed into a database shell, and
+MySQL fires no trigger on a foreign-key cascade, hence the explicit child
+deletes.
+
+Who and which batch: the application says so per transaction (see
+`dfe.db.session`); PostgreSQL reads transaction-local settings, MySQL/MariaDB
+session variables, SQLite a one-row context table that only the writing
+transaction can see. Without that context (a database shell), the actor is the
+database user and the batch is derived from the transaction or statement.
+
+Alembic's SQLite batch mode drops triggers, so migrations remove them first and
+`install_archive_triggers` puts them back after every upgrade; `dfe db check`
+verifies they are in place.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Table, text
+
+from dfe.models.archive import ARCHIVED_TABLES
+from dfe.models.common import ARCHIVED_WITH_PARENT
+from dfe.models.keys import OWNER_COLUMNS
+
+SQLITE_CONTEXT_TABLE = "archive_context_t"
+
+
+def trigger_name(live: Table) -> str:
+    return f"dfe_archive_{live.name}"
+
+
+def archived_children(live: Table) -> list[tuple[Table, str]]:
+    """Rows that go to the archive with a `live` row: (table, column referring to it)."""
+    return [
+        (child, fk.parent.name)
+        for child in ARCHIVED_TABLES
+        for fk in child.foreign_keys
+        if fk.column.table is live and fk.parent.info.get(ARCHIVED_WITH_PARENT)
+    ]
+
+
+def _context_expressions(dialect: str) -> tuple[str, str, str]:
+    """(archived_at, archived_by, archive_batch) SQL expressions for one engine."""
+    if dialect == "postgresql":
+        return (
+            "(now() AT TIME ZONE 'UTC')",
+            "COALESCE(NULLIF(current_setting('dfe.archive_actor', true), ''), "
+            "'sql:' || session_user)",
+            "COALESCE(NULLIF(current_setting('dfe.archive_batch', true), ''), "
+            "'sql-' || txid_current()::text)",
+        )
+    if dialect in ("mysql", "mariadb"):
+        return (
+            "UTC_TIMESTAMP(6)",
+            "COALESCE(@dfe_archive_actor, CONCAT('sql:', USER()))",
+            "COALESCE(@dfe_archive_batch, CONCAT('sql-', CONNECTION_ID(), '-', "
+            "DATE_FORMAT(NOW(6), '%Y%m%d%H%i%s%f')))",
+        )
+    context = f"(SELECT {{}} FROM {SQLITE_CONTEXT_TABLE} ORDER BY id DESC LIMIT 1)"
+    return (
+        "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        f"COALESCE({context.format('actor')}, 'sql')",
+        f"COALESCE({context.format('batch')}, 'sql-' || strftime('%Y%m%d%H%M%f', 'now'))",
+    )
+
+
+def _body_statements(live: Table, dialect: str, quote: object) -> list[str]:
+    q = quote.quote  # type: ignore[attr-defined]
+    archive = ARCHIVED_TABLES[live]
+    at, by, batch = _context_expressions(dialect)
+    statements = [
+        f"DELETE FROM {q(child.name)} WHERE {q(column)} = OLD.id"
+        for child, column in archived_children(live)
+    ]
+    names = [q(c.name) for c in live.columns]
+    statements.append(
+        f"INSERT INTO {q(archive.name)} ({', '.join(names)}, archived_at, archived_by, "
+        f"archive_batch) VALUES ({', '.join('OLD.' + n for n in names)}, {at}, {by}, {batch})"
+    )
+    return statements
+
+
+def _create_statements(live: Table, dialect: str, quote: object) -> list[str]:
+    name = trigger_name(live)
+    body = ";\n  ".join(_body_statements(live, dialect, quote)) + ";"
+    if dialect == "postgresql":
+        return [
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n  {body}\n  RETURN OLD;\nEND $$",
+            f"CREATE TRIGGER {name} BEFORE DELETE ON {live.name} "
+            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+        ]
+    return [
+        f"CREATE TRIGGER {name} BEFORE DELETE ON {live.name} FOR EACH ROW\nBEGIN\n  {body}\nEND"
+    ]
+
+
+def _sqlite_key_cleanup(owner_table: str, column: str) -> tuple[str, str]:
+    """SQLite enforces foreign keys only when a connection asks (a bare `sqlite3` shell
+    does not), so there app keys also die with their owner by trigger; elsewhere
+    the ON DELETE CASCADE of app_key_t's owner columns does it."""
+    name = f"dfe_keys_{owner_table}"
+    return (
+        f"DROP TRIGGER IF EXISTS {name}",
+        f"CREATE TRIGGER {name} BEFORE DELETE ON {owner_table} FOR EACH ROW\n"
+        f"BEGIN\n  DELETE FROM app_key_t WHERE {column} = OLD.id;\nEND",
+    )
+
+
+def _drop_statement(live: Table, dialect: str) -> str:
+    if dialect == "postgresql":
+        return f"DROP TRIGGER IF EXISTS {trigger_name(live)} ON {live.name}"
+    return f"DROP TRIGGER IF EXISTS {trigger_name(live)}"
+
+
+def _execute_verbatim(connection: Connection, statement: str) -> None:
+    """Run DDL whose body holds literal % signs, which DB-API drivers would treat as parameters."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
+
+
+def drop_archive_triggers(connection: Connection) -> None:
+    """Remove every trigger this module installs (before a migration rebuilds tables)."""
+    dialect = connection.dialect.name
+    tables = set(connection.dialect.get_table_names(connection))
+    for live in ARCHIVED_TABLES:
+        if live.name in tables:
+            connection.execute(text(_drop_statement(live, dialect)))
+    if dialect == "sqlite":
+        for _, owner_table in OWNER_COLUMNS.values():
+            connection.execute(text(f"DROP TRIGGER IF EXISTS dfe_keys_{owner_table}"))
+
+
+def install_archive_triggers(connection: Connection) -> None:
+    """(Re)create every archive trigger; idempotent."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        connection.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {SQLITE_CONTEXT_TABLE} ("
+                "id INTEGER PRIMARY KEY AUTOINCREMENT, batch TEXT NOT NULL, actor TEXT)"
+            )
+        )
+        for column, owner_table in OWNER_COLUMNS.values():
+            for statement in _sqlite_key_cleanup(owner_table, column):
+                connection.execute(text(statement))
+    quote = connection.dialect.identifier_preparer
+    for live in ARCHIVED_TABLES:
+        connection.execute(text(_drop_statement(live, dialect)))
+        for statement in _create_statements(live, dialect, quote):
+            _execute_verbatim(connection, statement)
+
+
+def installed_archive_triggers(connection: Connection) -> set[str]:
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    elif dialect in ("mysql", "mariadb"):
+        query = "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE()"
+    else:
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    return {row[0] for row in connection.exec_driver_sql(query)}
+
+
+def expected_triggers(dialect: str) -> list[str]:
+    names = [trigger_name(t) for t in ARCHIVED_TABLES]
+    if dialect == "sqlite":
+        names += [f"dfe_keys_{table}" for _, table in OWNER_COLUMNS.values()]
+    return names
+
+
+def missing_archive_triggers(connection: Connection) -> list[str]:
+    installed = installed_archive_triggers(connection)
+    return [name for name in expected_triggers(connection.dialect.name) if name not in installed]
+
+
+def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
+    """Alembic filter: the SQLite archive context table is trigger machinery, not a model."""
+    return not (type_ == "table" and name == SQLITE_CONTEXT_TABLE)
