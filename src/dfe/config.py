@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="Defaults to SQLite in data_dir.")
     encryption_keys: SecretStr | None = Field(
         default=None,
-        description="Comma-separated Fernet keys, newest first. Defaults to a key file in data_dir.",
+        description="Comma-separated Fernet keys, newest first; default: a key file in data_dir.",
     )
     console_url: str = "http://127.0.0.1:8000"
     console_host: str = "127.0.0.1"

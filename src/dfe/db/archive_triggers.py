@@ -163,7 +163,9 @@ def installed_archive_triggers(connection: Connection) -> set[str]:
     if dialect == "postgresql":
         query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
     elif dialect in ("mysql", "mariadb"):
-        query = "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE()"
+        query = (
+            "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = DATABASE()"
+        )
     else:
         query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
     return {row[0] for row in connection.exec_driver_sql(query)}

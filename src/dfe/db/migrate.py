@@ -73,7 +73,9 @@ def check(database: Database) -> CheckReport:
     report = CheckReport()
     current, head = current_revision(database), head_revision(database)
     if current != head:
-        report.problems.append(f"schema is at revision {current}, code expects {head}: run `dfe db upgrade`")
+        report.problems.append(
+            f"schema is at revision {current}, code expects {head}: run `dfe db upgrade`"
+        )
         return report
     report.checked.append(f"schema at revision {head}")
     with database.engine.connect() as connection:
@@ -85,7 +87,9 @@ def check(database: Database) -> CheckReport:
         if not diffs:
             report.checked.append("tables, columns, indexes and constraints match the models")
         missing = missing_archive_triggers(connection)
-        report.problems += [f"archive trigger {name} is missing: run `dfe db upgrade`" for name in missing]
+        report.problems += [
+            f"archive trigger {name} is missing: run `dfe db upgrade`" for name in missing
+        ]
         if not missing:
             report.checked.append("archive triggers installed on every archived table")
         keys = inspect(connection).get_foreign_keys("app_key_t")
@@ -96,7 +100,9 @@ def check(database: Database) -> CheckReport:
         }
         for column, _table in OWNER_COLUMNS.values():
             if column not in cascading:
-                report.problems.append(f"app_key_t.{column} does not cascade deletes from its owner")
+                report.problems.append(
+                    f"app_key_t.{column} does not cascade deletes from its owner"
+                )
         if all(column in cascading for column, _ in OWNER_COLUMNS.values()):
             report.checked.append("app keys are destroyed with their owners (ON DELETE CASCADE)")
     return report

@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, sessionmaker
 
+from dfe.config import Settings
+from dfe.crypto import install_keyring, keyring_from_settings
 from dfe.db.archive_triggers import SQLITE_CONTEXT_TABLE
 
 ACTOR = "actor"
@@ -74,7 +76,10 @@ def _set_archive_context(connection: Connection, batch: str, actor: str | None) 
         )
     else:
         connection.execute(
-            text(f"INSERT INTO {SQLITE_CONTEXT_TABLE} (batch, actor) VALUES (:batch, NULLIF(:actor, ''))"),
+            text(
+                f"INSERT INTO {SQLITE_CONTEXT_TABLE} (batch, actor) "
+                "VALUES (:batch, NULLIF(:actor, ''))"
+            ),
             params,
         )
 
@@ -156,3 +161,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """The database the settings name, with the settings' keyring installed."""
+    install_keyring(keyring_from_settings(settings))
+    return Database(settings.effective_database_url)

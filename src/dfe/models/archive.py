@@ -8,6 +8,8 @@ the row was archived. Triggers (`dfe.db.archive_triggers`) fill them on DELETE.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from sqlalchemy import Column, Index, String, Table
 
 from dfe.db.base import Base, Id, UTCDateTime
@@ -20,7 +22,7 @@ ARCHIVE_COLUMNS = ("archive_id", "archived_at", "archived_by", "archive_batch")
 
 def _archive_of(live: Table) -> Table:
     name = live.name.removesuffix("_t") + "_arch_t"
-    columns = [Column("archive_id", Id, primary_key=True, autoincrement=True)]
+    columns: list[Column[Any]] = [Column("archive_id", Id, primary_key=True, autoincrement=True)]
     columns += [Column(c.name, c.type, nullable=True) for c in live.columns]
     columns += [
         Column("archived_at", UTCDateTime, nullable=False),
@@ -36,17 +38,11 @@ def _archive_of(live: Table) -> Table:
 
 
 # Live table -> its archive, parents before children.
-ARCHIVED_TABLES: dict[Table, Table] = {
-    live: _archive_of(live)
-    for live in (
-        Cluster.__table__,
-        Server.__table__,
-        Instance.__table__,
-        InstanceGuest.__table__,
-        ClusterServer.__table__,
-        InstanceServer.__table__,
-    )
-}
+_LIVE_TABLES = tuple(
+    cast(Table, model.__table__)
+    for model in (Cluster, Server, Instance, InstanceGuest, ClusterServer, InstanceServer)
+)
+ARCHIVED_TABLES: dict[Table, Table] = {live: _archive_of(live) for live in _LIVE_TABLES}
 
 
 def archive_table(live: Table) -> Table:

@@ -61,10 +61,6 @@ class Cluster(IdMixin, OwnedMixin, TimestampMixin, Base):
     subdomain: Mapped[str] = mapped_column(String(253), nullable=False)
     max_instances: Mapped[int | None] = mapped_column(Integer)
 
-    servers: Mapped[list[Server]] = relationship(
-        secondary="cluster_server_asgn_t", order_by="Server.name", viewonly=True
-    )
-
 
 class ClusterServer(TimestampMixin, Base):
     """A server's membership of a cluster."""

@@ -52,7 +52,7 @@ _AT_MOST_ONE_OWNER = " + ".join(
 
 class AppKey(IdMixin, Base):
     __tablename__ = "app_key_t"
-    __table_args__ = (
+    __table_args__ = (  # type: ignore[assignment]
         CheckConstraint(f"{_AT_MOST_ONE_OWNER} <= 1", name="one_owner"),
         {"sqlite_autoincrement": True},
     )

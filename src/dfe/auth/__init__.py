@@ -1,0 +1,1 @@
+"""Authentication: passwords, app keys, request signatures, permissions."""

@@ -1,0 +1,310 @@
+"""Input and output shapes of every entity, shared by the API, the CLI and the UI.
+
+Create/Update validate what callers send; Public is what may leave the system:
+it never holds a password hash, a client secret or a server's credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    field_validator,
+)
+
+from dfe.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from dfe.models import (
+    MountType,
+    OperationalState,
+    OwnerType,
+    ProvisionState,
+    ReadyState,
+    ServerType,
+    ServiceRole,
+)
+
+_RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+SECRET_FIELD_HINTS = ("password", "secret", "token", "key", "credential")
+MASK = "********"
+
+
+def _resource_name(value: str) -> str:
+    value = value.strip().lower()
+    if not _RESOURCE_NAME.match(value):
+        raise ValueError(
+            "must be 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit"
+        )
+    return value
+
+
+def _dns_name(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    labels = value.split(".")
+    if len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise ValueError("must be a DNS name such as 'apps.example.com'")
+    return value
+
+
+def _lower_email(value: str) -> str:
+    return value.lower()
+
+
+ResourceName = Annotated[str, AfterValidator(_resource_name)]
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+Email = Annotated[EmailStr, AfterValidator(_lower_email)]
+Password = Annotated[
+    SecretStr, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+]
+Capacity = Annotated[int, Field(ge=0, le=10_000_000)]
+Host = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")]
+
+
+def mask_secrets(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a config document with every secret-looking value masked, recursively."""
+    masked: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            masked[key] = mask_secrets(value)
+        elif any(hint in key.lower() for hint in SECRET_FIELD_HINTS) and value not in (None, ""):
+            masked[key] = MASK
+        else:
+            masked[key] = value
+    return masked
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# Mounts
+
+
+class MountCreate(Input):
+    name: ResourceName
+    mount_type: MountType = MountType.LOCAL
+    root_path: str = Field(min_length=1, max_length=1024)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("root_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+
+class MountUpdate(Input):
+    root_path: str | None = Field(default=None, min_length=1, max_length=1024)
+    config: dict[str, Any] | None = None
+
+
+class MountPublic(Output):
+    id: int
+    name: str
+    mount_type: MountType
+    root_path: str
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+# Servers
+
+
+class ServerCreate(Input):
+    name: ResourceName
+    server_type: ServerType
+    host: Host
+    mount: str | None = Field(default=None, description="Mount name or id (web servers).")
+    config: dict[str, Any] = Field(default_factory=dict)
+    max_instances: Capacity | None = None
+    is_enabled: bool = True
+
+
+class ServerUpdate(Input):
+    host: Host | None = None
+    mount: str | None = None
+    config: dict[str, Any] | None = None
+    max_instances: Capacity | None = None
+    is_enabled: bool | None = None
+
+
+class ServerPublic(Output):
+    id: int
+    name: str
+    server_type: ServerType
+    host: str
+    mount: str | None
+    config: dict[str, Any]
+    max_instances: int | None
+    is_enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# Clusters
+
+
+class ClusterCreate(Input):
+    name: ResourceName
+    subdomain: DnsName
+    max_instances: Capacity | None = None
+
+
+class ClusterUpdate(Input):
+    subdomain: DnsName | None = None
+    max_instances: Capacity | None = None
+
+
+class ClusterPublic(Output):
+    id: int
+    name: str
+    subdomain: str
+    max_instances: int | None
+    owner_type: str
+    owner_id: int | None
+    servers: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+# People
+
+
+class UserCreate(Input):
+    email: Email
+    password: Password
+    first_name: str = Field(default="", max_length=64)
+    last_name: str = Field(default="", max_length=64)
+    nickname: str | None = Field(default=None, max_length=128)
+    is_admin: bool = False
+    is_active: bool = True
+
+
+class UserUpdate(Input):
+    email: Email | None = None
+    password: Password | None = None
+    first_name: str | None = Field(default=None, max_length=64)
+    last_name: str | None = Field(default=None, max_length=64)
+    nickname: str | None = Field(default=None, max_length=128)
+    is_admin: bool | None = None
+    is_active: bool | None = None
+
+
+class UserPublic(Output):
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    nickname: str | None
+    is_admin: bool
+    is_active: bool
+    last_login_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ServiceUserCreate(Input):
+    email: Email
+    password: Password
+    first_name: str = Field(default="", max_length=64)
+    last_name: str = Field(default="", max_length=64)
+    role: ServiceRole = ServiceRole.ADMINISTRATOR
+    is_active: bool = True
+
+
+class ServiceUserUpdate(Input):
+    email: Email | None = None
+    password: Password | None = None
+    first_name: str | None = Field(default=None, max_length=64)
+    last_name: str | None = Field(default=None, max_length=64)
+    role: ServiceRole | None = None
+    is_active: bool | None = None
+
+
+class ServiceUserPublic(Output):
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    role: ServiceRole
+    is_active: bool
+    last_login_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# App keys
+
+
+class KeyCreate(Input):
+    owner_type: OwnerType
+    owner: str | None = Field(default=None, description="Owner name, email or id.")
+    label: str = Field(default="", max_length=128)
+    expires_at: datetime | None = None
+
+
+class KeyPublic(Output):
+    id: int
+    client_id: str
+    owner_type: OwnerType
+    owner_id: int | None
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    replaced_by_id: int | None
+
+
+class KeyWithSecret(KeyPublic):
+    """Returned once, when a key is created or rotated in."""
+
+    client_secret: str
+
+
+# Instances
+
+
+class InstancePublic(Output):
+    id: int
+    name: str
+    host: str
+    owner: str
+    cluster: str
+    db_server: str
+    web_server: str
+    app_server: str
+    provision_state: ProvisionState
+    ready_state: ReadyState
+    operational_state: OperationalState
+    state_changed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    archived: bool = False
+
+
+# Archive
+
+
+class ArchivedPublic(BaseModel):
+    kind: str
+    id: int
+    name: str
+    archived_at: datetime
+    archived_by: str | None
+    archive_batch: str
+    row: dict[str, Any]

@@ -1,0 +1,44 @@
+"""Shared service plumbing: look-ups by name or id, snapshots for the audit log."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dfe.db.base import Base
+from dfe.services.errors import Conflict, NotFound
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+def get_by_ref(
+    session: Session, model: type[ModelT], ref: str | int, kind: str, key: str = "name"
+) -> ModelT:
+    """The row whose `key` (name, email) or id is `ref`; NotFound names what was asked for."""
+    column = getattr(model, key)
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        found = session.get(model, int(ref))
+        if found is not None:
+            return found
+    if isinstance(ref, str):
+        found = session.scalars(select(model).where(column == ref.strip().lower())).first()
+        if found is not None:
+            return found
+    raise NotFound(f"{kind} '{ref}' does not exist")
+
+
+def snapshot(row: Base) -> dict[str, Any]:
+    """Column values of a row, for the audit log (secrets are masked by the audit service)."""
+    return {attr.key: getattr(row, attr.key) for attr in inspect(row).mapper.column_attrs}
+
+
+def flush_or_conflict(session: Session, message: str) -> None:
+    """Flush; a unique or foreign-key violation becomes a Conflict with `message`."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict(message) from None

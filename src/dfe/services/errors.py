@@ -1,0 +1,29 @@
+"""Errors the services raise; each says in one line what is wrong, for any caller."""
+
+from __future__ import annotations
+
+
+class DfeError(Exception):
+    """Base of every expected failure: bad input, missing things, conflicts."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DfeError):
+    status = 422
+    code = "invalid_input"
+
+
+class NotFound(DfeError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DfeError):
+    status = 409
+    code = "conflict"

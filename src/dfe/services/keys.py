@@ -1,0 +1,127 @@
+"""App keys: creation (secret shown once), revocation, rotation without downtime."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dfe.db.base import utcnow
+from dfe.models import AppKey, OwnerType
+from dfe.models.keys import OWNER_COLUMNS
+from dfe.schemas import KeyPublic, KeyWithSecret
+from dfe.services import audit
+from dfe.services.base import get_by_ref
+from dfe.services.errors import InvalidInput
+
+SECRET_BYTES = 32  # 256 bits from the OS CSPRNG
+CLIENT_ID_PREFIX = "dfe_"
+
+
+def new_client_id() -> str:
+    return CLIENT_ID_PREFIX + secrets.token_hex(12)
+
+
+def new_client_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def create_key(
+    session: Session,
+    owner_type: OwnerType,
+    owner_id: int | None = None,
+    *,
+    label: str = "",
+    expires_at: datetime | None = None,
+) -> KeyWithSecret:
+    """Create a key for an owner; the returned secret is never shown again."""
+    if owner_type in OWNER_COLUMNS and owner_id is None:
+        raise InvalidInput(f"a {owner_type.value} key needs an owner")
+    if owner_type not in OWNER_COLUMNS and owner_id is not None:
+        raise InvalidInput(f"a {owner_type.value} key belongs to the system and takes no owner")
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput("expiry must be in the future")
+    secret = new_client_secret()
+    key = AppKey(
+        client_id=new_client_id(),
+        client_secret=secret,
+        owner_type=owner_type,
+        label=label,
+        expires_at=expires_at,
+    )
+    if owner_type in OWNER_COLUMNS:
+        setattr(key, OWNER_COLUMNS[owner_type][0], owner_id)
+    session.add(key)
+    session.flush()
+    audit.record(session, "key.create", "key", key.id, key.client_id, after=_public(key))
+    return KeyWithSecret(**_public(key), client_secret=secret)
+
+
+def _public(key: AppKey) -> dict[str, object]:
+    return KeyPublic.model_validate(key).model_dump()
+
+
+def public(key: AppKey) -> KeyPublic:
+    return KeyPublic.model_validate(key)
+
+
+def get_key(session: Session, client_id: str) -> AppKey:
+    return get_by_ref(session, AppKey, client_id, "key", key="client_id")
+
+
+def list_keys(
+    session: Session, owner_type: OwnerType | None = None, owner_id: int | None = None
+) -> list[AppKey]:
+    query = select(AppKey).order_by(AppKey.id)
+    if owner_type is not None:
+        query = query.where(AppKey.owner_type == owner_type)
+        if owner_id is not None and owner_type in OWNER_COLUMNS:
+            query = query.where(getattr(AppKey, OWNER_COLUMNS[owner_type][0]) == owner_id)
+    return list(session.scalars(query))
+
+
+def revoke_key(session: Session, client_id: str) -> None:
+    """Destroy a key at once (keys are never archived)."""
+    key = get_key(session, client_id)
+    audit.record(session, "key.revoke", "key", key.id, client_id, before=_public(key))
+    session.delete(key)
+    session.flush()
+
+
+def rotate_key(session: Session, client_id: str, grace: timedelta) -> KeyWithSecret:
+    """A new key for the same owner; the old one lives until the new one is first used,
+    or until the grace period ends, whichever comes first."""
+    old = get_key(session, client_id)
+    if old.replaced_by_id is not None:
+        raise InvalidInput(f"key '{client_id}' has already been rotated")
+    new = create_key(session, old.owner_type, old.owner_id, label=old.label)
+    deadline = utcnow() + grace
+    old.replaced_by_id = new.id
+    old.expires_at = min(old.expires_at, deadline) if old.expires_at else deadline
+    session.flush()
+    audit.record(
+        session, "key.rotate", "key", old.id, old.client_id, after={"replaced_by": new.client_id}
+    )
+    return new
+
+
+def record_use(session: Session, key: AppKey) -> None:
+    """Note a key's use; the first use of a rotated-in key revokes its predecessor."""
+    if key.last_used_at is None:
+        for predecessor in session.scalars(select(AppKey).where(AppKey.replaced_by_id == key.id)):
+            audit.record(
+                session,
+                "key.revoke",
+                "key",
+                predecessor.id,
+                predecessor.client_id,
+                after={"reason": f"successor {key.client_id} was used"},
+            )
+            session.delete(predecessor)
+    key.last_used_at = utcnow()
+
+
+def expired(key: AppKey) -> bool:
+    return key.expires_at is not None and key.expires_at <= utcnow()

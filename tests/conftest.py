@@ -1,0 +1,152 @@
+"""Test-wide set-up: fast password hashing, a test keyring, and the database servers.
+
+PostgreSQL and MariaDB are found through DFE_TEST_PG_URL and DFE_TEST_MYSQL_URL
+(defaults: the servers on 127.0.0.1). A missing server skips its tests on a
+laptop and fails them in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+
+os.environ.setdefault("DFE_ARGON2_TIME_COST", "1")
+os.environ.setdefault("DFE_ARGON2_MEMORY_COST", "1024")
+
+from dfe.config import get_settings  # noqa: E402
+from dfe.crypto import Keyring, install_keyring  # noqa: E402
+from dfe.db.base import Base  # noqa: E402
+from dfe.db.migrate import upgrade  # noqa: E402
+from dfe.db.session import Database  # noqa: E402
+from dfe.models import ARCHIVED_TABLES  # noqa: E402
+
+TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
+SERVER_URLS = {
+    "postgresql": os.environ.get(
+        "DFE_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("DFE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_keyring() -> None:
+    get_settings.cache_clear()
+    install_keyring(Keyring([TEST_ENCRYPTION_KEY]))
+
+
+def _unavailable(engine_name: str, reason: str) -> None:
+    message = f"{engine_name} server unavailable: {reason}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing server is a failure)")
+    pytest.skip(message)
+
+
+class ServerDatabase:
+    """A database of our own on a real server, created and dropped by the tests."""
+
+    def __init__(self, engine_name: str) -> None:
+        self.engine_name = engine_name
+        self.admin_url = make_url(SERVER_URLS[engine_name])
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.name = f"dfe_t_{worker}_{uuid.uuid4().hex[:8]}"
+        self.url: URL = self.admin_url.set(database=self.name)
+
+    def _execute(self, statement: str) -> None:
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text(statement))
+        finally:
+            engine.dispose()
+
+    def create(self) -> None:
+        try:
+            self._execute(f"CREATE DATABASE {self.name}")
+        except OperationalError as exc:
+            _unavailable(self.engine_name, str(exc.orig).splitlines()[0])
+
+    def drop(self) -> None:
+        force = " WITH (FORCE)" if self.engine_name == "postgresql" else ""
+        self._execute(f"DROP DATABASE IF EXISTS {self.name}{force}")
+
+
+@pytest.fixture(scope="session")
+def server_database() -> Iterator[Callable[[str], ServerDatabase]]:
+    """A factory of fresh server databases, all dropped at the end of the session."""
+    created: list[ServerDatabase] = []
+
+    def make(engine_name: str) -> ServerDatabase:
+        database = ServerDatabase(engine_name)
+        database.create()
+        created.append(database)
+        return database
+
+    yield make
+    for database in created:
+        database.drop()
+
+
+@pytest.fixture(scope="session")
+def migrated_urls(
+    server_database: Callable[[str], ServerDatabase], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], str]:
+    """Per engine, one database upgraded to the current schema (made on first use)."""
+    urls: dict[str, str] = {}
+
+    def url_for(engine_name: str) -> str:
+        if engine_name not in urls:
+            if engine_name == "sqlite":
+                path = tmp_path_factory.mktemp("template") / "dfe.db"
+                url = f"sqlite:///{path}"
+            else:
+                url = server_database(engine_name).url.render_as_string(hide_password=False)
+            database = Database(url)
+            upgrade(database)
+            database.dispose()
+            urls[engine_name] = url
+        return urls[engine_name]
+
+    return url_for
+
+
+@pytest.fixture
+def engine_name() -> str:
+    """The engine a test runs on; functional tests are parametrized over all three."""
+    return "sqlite"
+
+
+def _wipe(database: Database) -> None:
+    """Empty every table (live tables children first, then the archives they filled)."""
+    archives = {table.name for table in ARCHIVED_TABLES.values()}
+    live = [t for t in reversed(Base.metadata.sorted_tables) if t.name not in archives]
+    with database.engine.begin() as connection:
+        for table in live:
+            connection.execute(table.delete())
+        for table in ARCHIVED_TABLES.values():
+            connection.execute(table.delete())
+
+
+@pytest.fixture
+def db(engine_name: str, migrated_urls: Callable[[str], str], tmp_path: Path) -> Iterator[Database]:
+    """An empty, migrated database on the test's engine."""
+    template = migrated_urls(engine_name)
+    if engine_name == "sqlite":
+        path = tmp_path / "dfe.db"
+        shutil.copyfile(make_url(template).database or "", path)
+        database = Database(f"sqlite:///{path}")
+    else:
+        database = Database(template)
+        _wipe(database)
+    yield database
+    database.dispose()
