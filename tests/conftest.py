@@ -150,3 +150,19 @@ def db(engine_name: str, migrated_urls: Callable[[str], str], tmp_path: Path) ->
         _wipe(database)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def cli_env(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment that points the `dfe` command at the test database and a data dir."""
+    env = {
+        "DFE_DATABASE_URL": db.engine.url.render_as_string(hide_password=False),
+        "DFE_DATA_DIR": str(tmp_path / "var"),
+        "DFE_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+    install_keyring(Keyring([TEST_ENCRYPTION_KEY]))

@@ -302,6 +302,7 @@ class InstancePublic(Output):
 
 class ArchivedPublic(BaseModel):
     kind: str
+    archive_id: int
     id: int
     name: str
     archived_at: datetime

@@ -68,6 +68,7 @@ def _public(kind: str, row: Row[Any]) -> ArchivedPublic:
     values = dict(row._mapping)
     return ArchivedPublic(
         kind=kind,
+        archive_id=values["archive_id"],
         id=values["id"],
         name=values["name"],
         archived_at=values["archived_at"],
@@ -155,11 +156,24 @@ def _require_parents(
 
 
 def restore_sql(kind: str) -> str:
-    """The plain SQL that restores one archived row of a kind, for operators."""
+    """The plain SQL that restores an archived row and what was archived with it.
+
+    Placeholders: :archive_id, :id and :archive_batch of the archived row.
+    """
     live, archive = _tables(kind)
+    statements = [_insert_select(live, archive, "archive_id = :archive_id")]
+    statements += [
+        _insert_select(
+            child, ARCHIVED_TABLES[child], f"archive_batch = :archive_batch AND {column} = :id"
+        )
+        for child, column in archived_children(live)
+    ]
+    return "\n".join(statements)
+
+
+def _insert_select(live: Table, archive: Table, where: str) -> str:
     names = ", ".join(column.name for column in live.columns)
     return (
-        f"INSERT INTO {live.name} ({names})\n  SELECT {names} FROM {archive.name} "
-        f"WHERE archive_id = :archive_id;\n"
-        f"DELETE FROM {archive.name} WHERE archive_id = :archive_id;"
+        f"INSERT INTO {live.name} ({names})\n  SELECT {names} FROM {archive.name} WHERE {where};\n"
+        f"DELETE FROM {archive.name} WHERE {where};"
     )

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dfe.db.base import utcnow
-from dfe.models import AppKey, OwnerType
+from dfe.db.base import Base, utcnow
+from dfe.models import AppKey, Cluster, Instance, Mount, OwnerType, Server, ServiceUser, User
 from dfe.models.keys import OWNER_COLUMNS
 from dfe.schemas import KeyPublic, KeyWithSecret
 from dfe.services import audit
@@ -26,6 +26,29 @@ def new_client_id() -> str:
 
 def new_client_secret() -> str:
     return secrets.token_urlsafe(SECRET_BYTES)
+
+
+_OWNER_MODELS: dict[OwnerType, tuple[type[Base], str, str]] = {
+    OwnerType.USER: (User, "email", "user"),
+    OwnerType.SERVICE_USER: (ServiceUser, "email", "service user"),
+    OwnerType.INSTANCE: (Instance, "name", "instance"),
+    OwnerType.SERVER: (Server, "name", "server"),
+    OwnerType.MOUNT: (Mount, "name", "mount"),
+    OwnerType.CLUSTER: (Cluster, "name", "cluster"),
+}
+
+
+def resolve_owner(session: Session, owner_type: OwnerType, ref: str | None) -> int | None:
+    """The id of the owner named by `ref` (name, email or id); None for system keys."""
+    if owner_type not in _OWNER_MODELS:
+        if ref:
+            raise InvalidInput(f"a {owner_type.value} key belongs to the system and takes no owner")
+        return None
+    model, key, kind = _OWNER_MODELS[owner_type]
+    if not ref:
+        raise InvalidInput(f"a {owner_type.value} key needs an owner: name the {kind}")
+    owner_id: int = get_by_ref(session, model, ref, kind, key=key).id  # type: ignore[attr-defined]
+    return owner_id
 
 
 def create_key(

@@ -1,0 +1,159 @@
+"""Set-up and running: `dfe setup`, `dfe db ...`, `dfe config show`, `dfe up`, `dfe serve`."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from dfe.cli.common import (
+    DfeGroup,
+    JsonOption,
+    actor,
+    database,
+    fail,
+    print_json,
+    read_password,
+    settings,
+    stdout,
+)
+from dfe.db import migrate
+from dfe.models import Cluster
+from dfe.schemas import ServiceUserCreate
+from dfe.services import setup as setup_service
+
+db_app = typer.Typer(cls=DfeGroup, help="The Console's database.", no_args_is_help=True)
+config_app = typer.Typer(cls=DfeGroup, help="Settings.", no_args_is_help=True)
+serve_app = typer.Typer(cls=DfeGroup, help="Run one component.", no_args_is_help=True)
+
+DEFAULT_ADMIN_EMAIL = "admin@example.com"
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema, and (re)install the archive triggers."""
+    db = database()
+    try:
+        migrate.upgrade(db)
+        stdout.print(f"database at revision {migrate.current_revision(db)}")
+    finally:
+        db.dispose()
+
+
+@db_app.command("check")
+def db_check(as_json: bool = JsonOption) -> None:
+    """Verify the schema matches the code and the archive and key guarantees are in place."""
+    db = database()
+    try:
+        report = migrate.check(db)
+    finally:
+        db.dispose()
+    if as_json:
+        print_json({"ok": report.ok, "checked": report.checked, "problems": report.problems})
+    else:
+        for line in report.checked:
+            stdout.print(f"[green]ok[/]      {line}")
+        for line in report.problems:
+            stdout.print(f"[red]problem[/] {line}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@config_app.command("show")
+def config_show(as_json: bool = JsonOption) -> None:
+    """The effective settings, secrets masked."""
+    shown = settings().masked()
+    if as_json:
+        print_json(shown)
+    else:
+        for key, value in shown.items():
+            stdout.print(f"DFE_{key.upper()}={value}", highlight=False)
+
+
+def _setup(email: str, password: str, *, force: bool, local_cluster: bool) -> None:
+    config = settings()
+    admin = ServiceUserCreate(email=email, password=SecretStr(password))
+    db = database()
+    try:
+        migrate.upgrade(db)
+        with db.transaction(actor=actor()) as session:
+            result = setup_service.run_setup(session, admin, force=force)
+            if (
+                local_cluster
+                and session.scalar(
+                    select(Cluster.id).where(Cluster.name == setup_service.LOCAL_CLUSTER)
+                )
+                is None
+            ):
+                setup_service.create_local_cluster(session, config.data_dir)
+    finally:
+        db.dispose()
+    files = setup_service.write_key_files(result, config.data_dir, config.console_url)
+    stdout.print(f"administrator [bold]{result.admin.email}[/] ready")
+    for path in files:
+        stdout.print(f"wrote {path} (mode 0600)")
+
+
+def setup(
+    email: Annotated[str, typer.Option("--email", help="The first administrator's email.")],
+    password_file: Annotated[
+        Path | None, typer.Option("--password-file", help="File with the password (- = stdin).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the system keys of a set-up system.")
+    ] = False,
+    local_cluster: Annotated[
+        bool,
+        typer.Option("--local-cluster", help="Also create the one-machine 'local' cluster."),
+    ] = False,
+) -> None:
+    """Create the schema, the first administrator and the Console's and Dashboard's keys."""
+    _setup(email, read_password(password_file), force=force, local_cluster=local_cluster)
+
+
+@serve_app.command("console")
+def serve_console(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+) -> None:
+    """Serve the Console API."""
+    config = settings()
+    uvicorn.run(
+        "dfe.console.app:create_app",
+        factory=True,
+        host=host or config.console_host,
+        port=port or config.console_port,
+        workers=workers,
+        proxy_headers=False,
+    )
+
+
+def up(
+    email: Annotated[str, typer.Option("--email")] = DEFAULT_ADMIN_EMAIL,
+) -> None:
+    """Run the whole system on this machine (embedded default: SQLite, local storage)."""
+    config = settings()
+    db = database()
+    try:
+        migrate.upgrade(db)
+        with db.session() as session:
+            first_run = not setup_service.is_set_up(session)
+    finally:
+        db.dispose()
+    if first_run:
+        password = secrets.token_urlsafe(12)
+        _setup(email, password, force=False, local_cluster=True)
+        stdout.print(
+            f"first run: console administrator [bold]{email}[/] has password "
+            f"[bold]{password}[/] (shown once; change it with `dfe service-user update`)"
+        )
+    elif not config.data_dir.exists():
+        fail(f"data directory {config.data_dir} is missing")
+    stdout.print(f"Console API: {config.console_url}/api/v1/health")
+    serve_console(host=None, port=None, workers=1)
