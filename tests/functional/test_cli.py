@@ -38,8 +38,17 @@ def _json(output: str):
 
 def build_estate(dfe) -> None:
     dfe("mount", "create", "disk1", "--root", "/srv/disk1")
-    dfe("server", "create", "db1", "--type", "db", "--host", "db1.internal",
-        "--config", '{"driver": "postgresql", "port": 5432, "admin_password": "s3cret-admin"}')
+    dfe(
+        "server",
+        "create",
+        "db1",
+        "--type",
+        "db",
+        "--host",
+        "db1.internal",
+        "--config",
+        '{"driver": "postgresql", "port": 5432, "admin_password": "s3cret-admin"}',
+    )
     dfe("server", "create", "web1", "--type", "web", "--host", "web1.internal", "--mount", "disk1")
     dfe("server", "create", "app1", "--type", "app", "--host", "app1.internal", "--capacity", "5")
     dfe("cluster", "create", "east", "--subdomain", "east.example.com", "--capacity", "100")
@@ -93,10 +102,24 @@ def test_delete_archive_restore_round_trip(dfe):
 
 
 def test_people_and_keys(dfe):
-    dfe("user", "create", "Ann@Example.com", "--password-file", "@PASSWORD_FILE",
-        "--first-name", "Ann")
-    dfe("service-user", "create", "ops@example.com", "--password-file", "@PASSWORD_FILE",
-        "--role", "operator")
+    dfe(
+        "user",
+        "create",
+        "Ann@Example.com",
+        "--password-file",
+        "@PASSWORD_FILE",
+        "--first-name",
+        "Ann",
+    )
+    dfe(
+        "service-user",
+        "create",
+        "ops@example.com",
+        "--password-file",
+        "@PASSWORD_FILE",
+        "--role",
+        "operator",
+    )
     assert [u["email"] for u in _json(dfe("user", "list", "--json"))] == ["ann@example.com"]
     assert _json(dfe("service-user", "show", "ops@example.com", "--json"))["role"] == "operator"
     dfe("user", "update", "ann@example.com", "--deactivate", "--last-name", "Lee")
@@ -106,16 +129,28 @@ def test_people_and_keys(dfe):
 
     user_keys = _json(dfe("key", "list", "--owner-type", "user", "--json"))
     assert len(user_keys) == 1 and "client_secret" not in user_keys[0]
-    created = _json(dfe("key", "create", "--owner-type", "user", "--owner", "ann@example.com",
-                        "--label", "laptop", "--json"))
+    created = _json(
+        dfe(
+            "key",
+            "create",
+            "--owner-type",
+            "user",
+            "--owner",
+            "ann@example.com",
+            "--label",
+            "laptop",
+            "--json",
+        )
+    )
     assert len(created["client_secret"]) >= 43
     listed = dfe("key", "list")
     assert created["client_id"] in listed and created["client_secret"] not in listed
 
     rotated = _json(dfe("key", "rotate", created["client_id"], "--grace-hours", "1", "--json"))
     assert rotated["client_id"] != created["client_id"]
-    old = next(k for k in _json(dfe("key", "list", "--json"))
-               if k["client_id"] == created["client_id"])
+    old = next(
+        k for k in _json(dfe("key", "list", "--json")) if k["client_id"] == created["client_id"]
+    )
     assert old["replaced_by_id"] == rotated["id"] and old["expires_at"] is not None
     dfe("key", "revoke", rotated["client_id"], "--yes")
     assert rotated["client_id"] not in dfe("key", "list")
@@ -128,14 +163,18 @@ def test_people_and_keys(dfe):
     ("args", "message"),
     [
         (("server", "create", "x", "--type", "db", "--host", "bad host"), "host"),
-        (("server", "create", "x", "--type", "web", "--host", "h", "--mount", "nope"),
-         "mount 'nope' does not exist"),
+        (
+            ("server", "create", "x", "--type", "web", "--host", "h", "--mount", "nope"),
+            "mount 'nope' does not exist",
+        ),
         (("cluster", "create", "c", "--subdomain", "not a domain"), "subdomain"),
         (("cluster", "assign", "nope", "db1"), "cluster 'nope' does not exist"),
         (("user", "create", "not-an-email", "--password-file", "@PASSWORD_FILE"), "email"),
         (("mount", "create", "m", "--root", "relative/path"), "absolute path"),
-        (("server", "create", "x", "--type", "db", "--host", "h", "--config", "{oops"),
-         "not valid JSON"),
+        (
+            ("server", "create", "x", "--type", "db", "--host", "h", "--config", "{oops"),
+            "not valid JSON",
+        ),
         (("key", "create", "--owner-type", "instance"), "needs an owner"),
         (("key", "revoke", "dfe_nope", "--yes"), "key 'dfe_nope' does not exist"),
         (("archive", "show", "server", "never-was"), "no archived server 'never-was'"),
@@ -150,13 +189,13 @@ def test_bad_input_gets_one_clear_line_and_exit_2(dfe, args, message):
 
 def test_duplicates_and_in_use_are_refused(dfe):
     build_estate(dfe)
-    assert "already exists" in dfe("server", "create", "DB1", "--type", "db", "--host", "h",
-                                   expect=2)
+    assert "already exists" in dfe(
+        "server", "create", "DB1", "--type", "db", "--host", "h", expect=2
+    )
     assert "already in cluster" in dfe("cluster", "assign", "east", "db1", expect=2)
     assert "used by server(s) web1" in dfe("mount", "delete", "disk1", "--yes", expect=2)
     # An unknown server type is a usage error, which Click also reports with exit code 2.
-    assert "database" in dfe("server", "create", "x", "--type", "database", "--host", "h",
-                             expect=2)
+    assert "database" in dfe("server", "create", "x", "--type", "database", "--host", "h", expect=2)
 
 
 def test_setup_refuses_a_second_run_unless_forced(dfe, cli_env):
@@ -168,8 +207,9 @@ def test_setup_refuses_a_second_run_unless_forced(dfe, cli_env):
     assert set(dashboard_key) == {"client_id", "client_secret", "console_url"}
 
     before = dfe("key", "list", "--json")
-    error = dfe("setup", "--email", "root@example.com", "--password-file", "@PASSWORD_FILE",
-                expect=2)
+    error = dfe(
+        "setup", "--email", "root@example.com", "--password-file", "@PASSWORD_FILE", expect=2
+    )
     assert "set up already" in error
     assert dfe("key", "list", "--json") == before
     assert json.loads((data_dir / "dashboard.key").read_text()) == dashboard_key
@@ -177,8 +217,11 @@ def test_setup_refuses_a_second_run_unless_forced(dfe, cli_env):
     dfe("setup", "--email", "root@example.com", "--password-file", "@PASSWORD_FILE", "--force")
     replaced = json.loads((data_dir / "dashboard.key").read_text())
     assert replaced["client_id"] != dashboard_key["client_id"]
-    system_keys = [k for k in _json(dfe("key", "list", "--json"))
-                   if k["owner_type"] in ("console", "dashboard")]
+    system_keys = [
+        k
+        for k in _json(dfe("key", "list", "--json"))
+        if k["owner_type"] in ("console", "dashboard")
+    ]
     assert len(system_keys) == 2
     assert [p["email"] for p in _json(dfe("service-user", "list", "--json"))] == [
         "root@example.com"
@@ -201,7 +244,10 @@ def test_the_installed_command_prints_no_traceback(cli_env):
     dfe_bin = Path(sys.executable).parent / "dfe"
     result = subprocess.run(
         [str(dfe_bin), "cluster", "show", "missing"],
-        capture_output=True, text=True, env={**os.environ, **cli_env}, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **cli_env},
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: cluster 'missing' does not exist"
