@@ -22,12 +22,12 @@ from sqlalchemy.exc import OperationalError
 os.environ.setdefault("DFE_ARGON2_TIME_COST", "1")
 os.environ.setdefault("DFE_ARGON2_MEMORY_COST", "1024")
 
-from dfe.config import get_settings  # noqa: E402
-from dfe.crypto import Keyring, install_keyring  # noqa: E402
-from dfe.db.base import Base  # noqa: E402
-from dfe.db.migrate import upgrade  # noqa: E402
-from dfe.db.session import Database  # noqa: E402
-from dfe.models import ARCHIVED_TABLES  # noqa: E402
+from dfe.config import get_settings
+from dfe.crypto import Keyring, install_keyring
+from dfe.db.base import Base
+from dfe.db.migrate import upgrade
+from dfe.db.session import Database
+from dfe.models import ARCHIVED_TABLES
 
 TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
 SERVER_URLS = {
