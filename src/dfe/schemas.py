@@ -20,8 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from dfe.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
-from dfe.models import (
+from dfe.enums import (
     MountType,
     OperationalState,
     OwnerType,
@@ -33,6 +32,7 @@ from dfe.models import (
 
 _RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH = 10, 1024
 SECRET_FIELD_HINTS = ("password", "secret", "token", "key", "credential")
 MASK = "********"
 

@@ -9,9 +9,6 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 
 from dfe.config import get_settings
 
-MIN_PASSWORD_LENGTH = 10
-MAX_PASSWORD_LENGTH = 1024
-
 # A valid hash of a random password: verifying against it costs the same as a real
 # check, so a login for an unknown email takes as long as one for a known email.
 _DUMMY_PASSWORD = "dfe-timing-equaliser-not-a-password"  # noqa: S105

@@ -1,18 +1,20 @@
 """SQLAlchemy models by aggregate. Importing this package registers every table."""
 
-from dfe.models.archive import ARCHIVED_TABLES, archive_table
-from dfe.models.identity import ServiceRole, ServiceUser, User
-from dfe.models.infrastructure import Cluster, ClusterServer, Mount, MountType, Server, ServerType
-from dfe.models.instances import (
+from dfe.enums import (
     GuestLocation,
-    Instance,
-    InstanceGuest,
-    InstanceServer,
+    MountType,
     OperationalState,
+    OwnerType,
     ProvisionState,
     ReadyState,
+    ServerType,
+    ServiceRole,
 )
-from dfe.models.keys import AppKey, OwnerType
+from dfe.models.archive import ARCHIVED_TABLES, archive_table
+from dfe.models.identity import ServiceUser, User
+from dfe.models.infrastructure import Cluster, ClusterServer, Mount, Server
+from dfe.models.instances import Instance, InstanceGuest, InstanceServer
+from dfe.models.keys import AppKey
 from dfe.models.operations import AuditEntry
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import secrets
 from datetime import datetime
 
@@ -10,12 +9,8 @@ from sqlalchemy import Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dfe.db.base import Base, UTCDateTime
+from dfe.enums import ServiceRole
 from dfe.models.common import IdMixin, OwnedMixin, TimestampMixin, enum_column
-
-
-class ServiceRole(enum.StrEnum):
-    ADMINISTRATOR = "administrator"
-    OPERATOR = "operator"  # read-only
 
 
 class PersonMixin:

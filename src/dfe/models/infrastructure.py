@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dfe.db.base import Base, EncryptedJSON, JsonDoc
+from dfe.enums import MountType, ServerType
 from dfe.models.common import (
     NAME,
     IdMixin,
@@ -18,16 +18,6 @@ from dfe.models.common import (
     enum_column,
     restrict_fk,
 )
-
-
-class ServerType(enum.StrEnum):
-    DB = "db"
-    WEB = "web"
-    APP = "app"
-
-
-class MountType(enum.StrEnum):
-    LOCAL = "local"
 
 
 class Mount(IdMixin, TimestampMixin, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +9,7 @@ from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dfe.db.base import Base, EncryptedString, JsonDoc, UTCDateTime, utcnow
+from dfe.enums import GuestLocation, OperationalState, ProvisionState, ReadyState
 from dfe.models.common import (
     IdMixin,
     OwnedMixin,
@@ -20,42 +20,6 @@ from dfe.models.common import (
 )
 from dfe.models.identity import User
 from dfe.models.infrastructure import Cluster, Server
-
-
-class ProvisionState(enum.StrEnum):
-    CREATED = "created"
-    PROVISIONING = "provisioning"
-    PROVISIONED = "provisioned"
-    PROVISIONING_ERROR = "provisioning_error"
-    DEPROVISIONING = "deprovisioning"
-    DEPROVISIONED = "deprovisioned"
-    DEPROVISIONING_ERROR = "deprovisioning_error"
-
-
-class ReadyState(enum.StrEnum):
-    """What the instance's application needs before it serves (the original's InstanceStates)."""
-
-    ADMIN_REQUIRED = "admin_required"
-    DATA_REQUIRED = "data_required"
-    INIT_REQUIRED = "init_required"
-    SCHEMA_REQUIRED = "schema_required"
-    UPGRADE_REQUIRED = "upgrade_required"
-    DATABASE_READY = "database_ready"
-    READY = "ready"
-
-
-class OperationalState(enum.StrEnum):
-    NOT_ACTIVATED = "not_activated"
-    ACTIVATED = "activated"
-    LOCKED = "locked"
-    MAINTENANCE = "maintenance"
-    TOS_VIOLATION = "tos_violation"
-    DEACTIVATED = "deactivated"
-
-
-class GuestLocation(enum.StrEnum):
-    DFE_CLUSTER = "dfe_cluster"
-    LOCAL = "local"
 
 
 class Instance(IdMixin, OwnedMixin, TimestampMixin, Base):

@@ -8,26 +8,14 @@ no trigger is involved, and there is deliberately no archive of keys.
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dfe.db.base import Base, EncryptedString, Id, UTCDateTime, utcnow
+from dfe.enums import OwnerType
 from dfe.models.common import IdMixin, enum_column
-
-
-class OwnerType(enum.StrEnum):
-    CONSOLE = "console"
-    DASHBOARD = "dashboard"
-    USER = "user"
-    SERVICE_USER = "service_user"
-    INSTANCE = "instance"
-    SERVER = "server"
-    MOUNT = "mount"
-    CLUSTER = "cluster"
-
 
 # Owner kind -> (column on app_key_t, table it references). Console and dashboard
 # keys belong to the system and reference no row.
