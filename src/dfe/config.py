@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     console_url: str = "http://127.0.0.1:8000"
     console_host: str = "127.0.0.1"
     console_port: int = 8000
+    redis_url: str | None = Field(default=None, description="Shared replay cache and counters.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses whose X-Forwarded-Proto/Host headers are believed.",
+    )
+    max_body_bytes: int = Field(default=1_048_576, description="Largest API request body.")
+    user_token_ttl_seconds: int = 8 * 3600
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_address: int = 20
+    login_failure_window_seconds: int = 900
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     key_rotation_grace_hours: int = 168

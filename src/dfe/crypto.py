@@ -6,10 +6,13 @@ file in the data directory that is generated (mode 0600) on first use.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dfe.config import Settings
 
@@ -26,6 +29,7 @@ class Keyring:
             raise KeyringError("no encryption key configured")
         try:
             self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
+            self._primary = base64.urlsafe_b64decode(keys[0])
         except ValueError as exc:
             raise KeyringError(f"malformed encryption key: {exc}") from None
         self.key_count = len(keys)
@@ -41,6 +45,13 @@ class Keyring:
                 "a stored secret cannot be decrypted with the configured keys "
                 "(was DFE_ENCRYPTION_KEYS changed without keeping the old key?)"
             ) from None
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 256-bit key for one purpose (say, signing user tokens), derived from the
+        newest encryption key, so no further secret needs managing."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+            self._primary
+        )
 
     def rotate(self, token: str) -> str:
         """Re-encrypt a token under the newest key."""

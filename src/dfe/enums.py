@@ -69,3 +69,43 @@ class ReadyState(enum.StrEnum):
 class GuestLocation(enum.StrEnum):
     DFE_CLUSTER = "dfe_cluster"
     LOCAL = "local"
+
+
+class JobKind(enum.StrEnum):
+    PROVISION = "provision"
+    DEPROVISION = "deprovision"
+    EXPORT = "export"
+    IMPORT = "import"
+    MOVE = "move"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class LimitPeriod(enum.StrEnum):
+    """Rate-limit windows; the value's seconds are in `LIMIT_PERIOD_SECONDS`."""
+
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    SEVEN_DAYS = "7-days"
+    THIRTY_DAYS = "30-days"
+
+
+LIMIT_PERIOD_SECONDS = {
+    LimitPeriod.MINUTE: 60,
+    LimitPeriod.HOUR: 3600,
+    LimitPeriod.DAY: 86400,
+    LimitPeriod.SEVEN_DAYS: 7 * 86400,
+    LimitPeriod.THIRTY_DAYS: 30 * 86400,
+}
+
+
+class LimitScope(enum.StrEnum):
+    CLUSTER = "cluster"  # each instance of a cluster
+    INSTANCE = "instance"
+    KEY = "key"  # one API key of an instance

@@ -21,6 +21,10 @@ from pydantic import (
 )
 
 from dfe.enums import (
+    JobKind,
+    JobStatus,
+    LimitPeriod,
+    LimitScope,
     MountType,
     OperationalState,
     OwnerType,
@@ -309,3 +313,68 @@ class ArchivedPublic(BaseModel):
     archived_by: str | None
     archive_batch: str
     row: dict[str, Any]
+
+
+# Limits
+
+
+class LimitCreate(Input):
+    label: ResourceName
+    scope: LimitScope
+    cluster: str | None = Field(default=None, description="Cluster name (scope 'cluster').")
+    instance: str | None = Field(default=None, description="Instance name (scope 'instance').")
+    client_id: str | None = Field(
+        default=None, max_length=64, description="An instance key (scope 'key')."
+    )
+    period: LimitPeriod
+    max_requests: Capacity
+    is_active: bool = True
+
+
+class LimitUpdate(Input):
+    period: LimitPeriod | None = None
+    max_requests: Capacity | None = None
+    is_active: bool | None = None
+
+
+class LimitPublic(Output):
+    id: int
+    label: str
+    scope: LimitScope
+    cluster: str | None
+    instance: str | None
+    client_id: str | None
+    period: LimitPeriod
+    max_requests: int
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# Jobs and the audit log
+
+
+class JobPublic(Output):
+    id: int
+    kind: JobKind
+    status: JobStatus
+    instance_name: str | None
+    step: str | None
+    progress: int
+    message: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class AuditPublic(Output):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: int | None
+    target_name: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None

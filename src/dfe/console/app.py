@@ -1,18 +1,51 @@
-"""The Console ASGI application."""
+"""The Console ASGI application: the signed JSON API under /api/v1."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from dfe import __version__
+from dfe.auth.nonces import nonce_store
 from dfe.config import Settings, get_settings
+from dfe.console.api import admin, estate, instances, people, problems
+from dfe.console.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from dfe.db.migrate import current_revision, head_revision
 from dfe.db.session import Database, open_database
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """The DFE Console API. Every route but health and readiness takes an
+RFC 9421 HTTP Message Signature (hmac-sha256, keyed with an app key's secret);
+see docs/authentication.md. Errors are RFC 9457 problem details."""
+
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/health")
+def healthy() -> dict[str, str]:
+    """The process is up (unsigned)."""
+    return {"status": "ok", "version": __version__}
+
+
+@health.get("/ready", responses={503: {"description": "Not ready"}})
+def ready(request: Request) -> JSONResponse:
+    """The database answers and its schema is current (unsigned)."""
+    db: Database = request.app.state.database
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current, head = current_revision(db), head_revision(db)
+    except Exception as error:
+        return JSONResponse({"status": "unavailable", "reason": type(error).__name__}, 503)
+    if current != head:
+        return JSONResponse({"status": "unavailable", "reason": "schema not upgraded"}, 503)
+    return JSONResponse({"status": "ready", "schema": head})
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
@@ -20,36 +53,27 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.database = database or open_database(settings)
         yield
-        app.state.database.dispose()
+        if owns_database:
+            app.state.database.dispose()
 
+    owns_database = database is None
+    database = database or open_database(settings)
     app = FastAPI(
         title="DFE Console",
         version=__version__,
-        openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        description=DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
         lifespan=lifespan,
     )
-
-    @app.get("/api/v1/health", tags=["health"])
-    def health() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok", "version": __version__}
-
-    @app.get("/api/v1/ready", tags=["health"])
-    def ready() -> JSONResponse:
-        """The database answers and its schema is current."""
-        db: Database = app.state.database
-        try:
-            with db.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            current, head = current_revision(db), head_revision(db)
-        except Exception as error:
-            return JSONResponse({"status": "unavailable", "reason": type(error).__name__}, 503)
-        if current != head:
-            return JSONResponse({"status": "unavailable", "reason": "schema not upgraded"}, 503)
-        return JSONResponse({"status": "ready", "schema": head})
-
+    app.state.settings = settings
+    app.state.database = database
+    app.state.nonces = nonce_store(database, settings.redis_url)
+    problems.install(app)
+    for router in [health, *estate.routers, *people.routers, instances.router, *admin.routers]:
+        app.include_router(router, prefix=API_PREFIX)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
     return app

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Table, text
 
+from dfe.db.base import Base
 from dfe.models.archive import ARCHIVED_TABLES
 from dfe.models.common import ARCHIVED_WITH_PARENT
 from dfe.models.keys import OWNER_COLUMNS
@@ -99,16 +100,37 @@ def _create_statements(live: Table, dialect: str, quote: object) -> list[str]:
     ]
 
 
-def _sqlite_key_cleanup(owner_table: str, column: str) -> tuple[str, str]:
-    """SQLite enforces foreign keys only when a connection asks (a bare `sqlite3` shell
-    does not), so there app keys also die with their owner by trigger; elsewhere
-    the ON DELETE CASCADE of app_key_t's owner columns does it."""
-    name = f"dfe_keys_{owner_table}"
-    return (
-        f"DROP TRIGGER IF EXISTS {name}",
-        f"CREATE TRIGGER {name} BEFORE DELETE ON {owner_table} FOR EACH ROW\n"
-        f"BEGIN\n  DELETE FROM app_key_t WHERE {column} = OLD.id;\nEND",
-    )
+def _sqlite_foreign_key_triggers() -> dict[str, str]:
+    """SQLite enforces foreign keys only when a connection asks, and a bare `sqlite3`
+    shell does not. So on SQLite, triggers also do what the foreign keys do elsewhere:
+    `dfe_keys_<owner>` destroys an owner's app keys (ON DELETE CASCADE on other
+    engines) and `dfe_restrict_<table>` refuses to delete a row still referred to
+    (ON DELETE RESTRICT). Returns trigger name -> CREATE statement."""
+    triggers = {
+        f"dfe_keys_{table}": (
+            f"CREATE TRIGGER dfe_keys_{table} BEFORE DELETE ON {table} FOR EACH ROW\n"
+            f"BEGIN\n  DELETE FROM app_key_t WHERE {column} = OLD.id;\nEND"
+        )
+        for column, table in OWNER_COLUMNS.values()
+    }
+    referrers: dict[str, list[str]] = {}
+    for table in Base.metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.ondelete == "RESTRICT" and not fk.parent.info.get(ARCHIVED_WITH_PARENT):
+                parent = fk.column.table.name
+                referrers.setdefault(parent, []).append(
+                    f"SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed: "
+                    f"{table.name}.{fk.parent.name} still refers to this {parent} row') "
+                    f"WHERE EXISTS (SELECT 1 FROM {table.name} WHERE {fk.parent.name} = OLD.id);"
+                )
+    for parent, checks in referrers.items():
+        name = f"dfe_restrict_{parent}"
+        triggers[name] = (
+            f"CREATE TRIGGER {name} BEFORE DELETE ON {parent} FOR EACH ROW\nBEGIN\n  "
+            + "\n  ".join(checks)
+            + "\nEND"
+        )
+    return triggers
 
 
 def _drop_statement(live: Table, dialect: str) -> str:
@@ -134,8 +156,8 @@ def drop_archive_triggers(connection: Connection) -> None:
         if live.name in tables:
             connection.execute(text(_drop_statement(live, dialect)))
     if dialect == "sqlite":
-        for _, owner_table in OWNER_COLUMNS.values():
-            connection.execute(text(f"DROP TRIGGER IF EXISTS dfe_keys_{owner_table}"))
+        for name in _sqlite_foreign_key_triggers():
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
 
 
 def install_archive_triggers(connection: Connection) -> None:
@@ -148,9 +170,9 @@ def install_archive_triggers(connection: Connection) -> None:
                 "id INTEGER PRIMARY KEY AUTOINCREMENT, batch TEXT NOT NULL, actor TEXT)"
             )
         )
-        for column, owner_table in OWNER_COLUMNS.values():
-            for statement in _sqlite_key_cleanup(owner_table, column):
-                connection.execute(text(statement))
+        for name, statement in _sqlite_foreign_key_triggers().items():
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+            connection.execute(text(statement))
     quote = connection.dialect.identifier_preparer
     for live in ARCHIVED_TABLES:
         connection.execute(text(_drop_statement(live, dialect)))
@@ -174,7 +196,7 @@ def installed_archive_triggers(connection: Connection) -> set[str]:
 def expected_triggers(dialect: str) -> list[str]:
     names = [trigger_name(t) for t in ARCHIVED_TABLES]
     if dialect == "sqlite":
-        names += [f"dfe_keys_{table}" for _, table in OWNER_COLUMNS.values()]
+        names += list(_sqlite_foreign_key_triggers())
     return names
 
 

@@ -2,6 +2,10 @@
 
 from dfe.enums import (
     GuestLocation,
+    JobKind,
+    JobStatus,
+    LimitPeriod,
+    LimitScope,
     MountType,
     OperationalState,
     OwnerType,
@@ -15,7 +19,7 @@ from dfe.models.identity import ServiceUser, User
 from dfe.models.infrastructure import Cluster, ClusterServer, Mount, Server
 from dfe.models.instances import Instance, InstanceGuest, InstanceServer
 from dfe.models.keys import AppKey
-from dfe.models.operations import AuditEntry
+from dfe.models.operations import AuditEntry, Job, Limit, LoginFailure, SeenNonce
 
 __all__ = [
     "ARCHIVED_TABLES",
@@ -27,12 +31,20 @@ __all__ = [
     "Instance",
     "InstanceGuest",
     "InstanceServer",
+    "Job",
+    "JobKind",
+    "JobStatus",
+    "Limit",
+    "LimitPeriod",
+    "LimitScope",
+    "LoginFailure",
     "Mount",
     "MountType",
     "OperationalState",
     "OwnerType",
     "ProvisionState",
     "ReadyState",
+    "SeenNonce",
     "Server",
     "ServerType",
     "ServiceRole",

@@ -53,15 +53,18 @@ def show_archived(session: Session, kind: str, ref: str) -> ArchivedPublic:
 
 
 def _latest(session: Session, kind: str, ref: str) -> Row[Any]:
-    """The most recent archived row of a name (or of an id, given digits)."""
+    """The most recent archived row of a name, else (given digits) of an id."""
     _, archive = _tables(kind)
-    match = archive.c.id == int(ref) if ref.isdigit() else archive.c.name == ref.strip().lower()
-    row = session.execute(
-        select(archive).where(match).order_by(archive.c.archive_id.desc()).limit(1)
-    ).first()
-    if row is None:
-        raise NotFound(f"no archived {kind} '{ref}'")
-    return row
+    matches = [archive.c.name == ref.strip().lower()]
+    if ref.isdigit():
+        matches.append(archive.c.id == int(ref))
+    for match in matches:
+        row = session.execute(
+            select(archive).where(match).order_by(archive.c.archive_id.desc()).limit(1)
+        ).first()
+        if row is not None:
+            return row
+    raise NotFound(f"no archived {kind} '{ref}'")
 
 
 def _public(kind: str, row: Row[Any]) -> ArchivedPublic:

@@ -17,14 +17,14 @@ ModelT = TypeVar("ModelT", bound=Base)
 def get_by_ref(
     session: Session, model: type[ModelT], ref: str | int, kind: str, key: str = "name"
 ) -> ModelT:
-    """The row whose `key` (name, email) or id is `ref`; NotFound names what was asked for."""
+    """The row whose `key` (name, email) is `ref`, else whose id is; NotFound otherwise."""
     column = getattr(model, key)
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        found = session.get(model, int(ref))
-        if found is not None:
-            return found
     if isinstance(ref, str):
         found = session.scalars(select(model).where(column == ref.strip().lower())).first()
+        if found is not None:
+            return found
+    if isinstance(ref, int) or ref.isdigit():
+        found = session.get(model, int(ref))
         if found is not None:
             return found
     raise NotFound(f"{kind} '{ref}' does not exist")

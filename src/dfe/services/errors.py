@@ -27,3 +27,22 @@ class NotFound(DfeError):
 class Conflict(DfeError):
     status = 409
     code = "conflict"
+
+
+class TooManyRequests(DfeError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unauthorized(DfeError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(DfeError):
+    status = 403
+    code = "forbidden"

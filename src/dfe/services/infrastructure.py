@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -240,7 +242,25 @@ def cluster_servers(session: Session, cluster: Cluster) -> list[Server]:
     )
 
 
+def cluster_publics(session: Session, clusters: Sequence[Cluster]) -> list[ClusterPublic]:
+    """Public views of many clusters, their server names fetched in one query."""
+    names: dict[int, list[str]] = {cluster.id: [] for cluster in clusters}
+    rows = session.execute(
+        select(ClusterServer.cluster_id, Server.name)
+        .join(Server, Server.id == ClusterServer.server_id)
+        .where(ClusterServer.cluster_id.in_(names))
+        .order_by(Server.name)
+    )
+    for cluster_id, name in rows:
+        names[cluster_id].append(name)
+    return [_cluster_public(cluster, names[cluster.id]) for cluster in clusters]
+
+
 def cluster_public(session: Session, cluster: Cluster) -> ClusterPublic:
+    return cluster_publics(session, [cluster])[0]
+
+
+def _cluster_public(cluster: Cluster, server_names: list[str]) -> ClusterPublic:
     return ClusterPublic(
         id=cluster.id,
         name=cluster.name,
@@ -248,7 +268,7 @@ def cluster_public(session: Session, cluster: Cluster) -> ClusterPublic:
         max_instances=cluster.max_instances,
         owner_type=cluster.owner_type,
         owner_id=cluster.owner_id,
-        servers=[server.name for server in cluster_servers(session, cluster)],
+        servers=server_names,
         created_at=cluster.created_at,
         updated_at=cluster.updated_at,
     )

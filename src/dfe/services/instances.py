@@ -7,11 +7,14 @@ job; this module only keeps the control plane's records consistent.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from dfe.models import (
+    ARCHIVED_TABLES,
     Cluster,
     GuestLocation,
     Instance,
@@ -25,7 +28,7 @@ from dfe.models import (
 from dfe.schemas import InstancePublic
 from dfe.services import audit
 from dfe.services.base import flush_or_conflict, get_by_ref, snapshot
-from dfe.services.errors import InvalidInput
+from dfe.services.errors import InvalidInput, NotFound
 from dfe.services.keys import create_key
 from dfe.services.names import instance_name_problem
 
@@ -39,6 +42,61 @@ def list_instances(session: Session, user: User | None = None) -> list[Instance]
     if user is not None:
         query = query.where(Instance.user_id == user.id)
     return list(session.scalars(query))
+
+
+def instance_query(owner_id: int | None = None, only_id: int | None = None) -> Select[Any]:
+    """Instances a caller may see: all, one user's (`owner_id`), or one (`only_id`)."""
+    query = select(Instance)
+    if owner_id is not None:
+        query = query.where(Instance.user_id == owner_id)
+    if only_id is not None:
+        query = query.where(Instance.id == only_id)
+    return query
+
+
+def find_instance(
+    session: Session, name: str, owner_id: int | None = None, only_id: int | None = None
+) -> InstancePublic:
+    """The status of a live or archived instance the caller may see; NotFound otherwise
+    (also for someone else's instance: its existence is not revealed)."""
+    name = name.strip().lower()
+    live = session.scalar(instance_query(owner_id, only_id).where(Instance.name == name))
+    if live is not None:
+        return instance_public(session, live)
+    archive = ARCHIVED_TABLES[Instance.__table__]  # type: ignore[index]
+    query = select(archive).where(archive.c.name == name)
+    if owner_id is not None:
+        query = query.where(archive.c.user_id == owner_id)
+    if only_id is not None:
+        query = query.where(archive.c.id == only_id)
+    row = session.execute(query.order_by(archive.c.archive_id.desc()).limit(1)).first()
+    if row is None:
+        raise NotFound(f"instance '{name}' does not exist")
+    return _archived_public(session, row._mapping)
+
+
+def _archived_public(session: Session, row: Any) -> InstancePublic:
+    def name_of(model: Any, row_id: int, column: Any) -> str:
+        found = session.scalar(select(column).where(model.id == row_id))
+        return str(found) if found is not None else f"#{row_id}"
+
+    return InstancePublic(
+        id=row["id"],
+        name=row["name"],
+        host="",
+        owner=name_of(User, row["user_id"], User.email),
+        cluster=name_of(Cluster, row["cluster_id"], Cluster.name),
+        db_server=name_of(Server, row["db_server_id"], Server.name),
+        web_server=name_of(Server, row["web_server_id"], Server.name),
+        app_server=name_of(Server, row["app_server_id"], Server.name),
+        provision_state=row["provision_state"],
+        ready_state=row["ready_state"],
+        operational_state=row["operational_state"],
+        state_changed_at=row["state_changed_at"],
+        created_at=row["created_at"],
+        updated_at=row["archived_at"],
+        archived=True,
+    )
 
 
 def create_instance_record(
@@ -106,17 +164,21 @@ def host_of(instance: Instance) -> str:
     return f"{instance.name}.{instance.cluster.subdomain}"
 
 
+def instance_publics(session: Session, rows: Sequence[Instance]) -> list[InstancePublic]:
+    """Public views of many instances, their servers' names fetched in one query."""
+    ids = {i.db_server_id for i in rows} | {i.web_server_id for i in rows}
+    ids |= {i.app_server_id for i in rows}
+    names = dict(
+        session.execute(select(Server.id, Server.name).where(Server.id.in_(ids))).tuples().all()
+    )
+    return [_public(instance, names) for instance in rows]
+
+
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
-    servers = {
-        server.id: server.name
-        for server in session.scalars(
-            select(Server).where(
-                Server.id.in_(
-                    [instance.db_server_id, instance.web_server_id, instance.app_server_id]
-                )
-            )
-        )
-    }
+    return instance_publics(session, [instance])[0]
+
+
+def _public(instance: Instance, servers: dict[int, str]) -> InstancePublic:
     return InstancePublic(
         id=instance.id,
         name=instance.name,

@@ -130,8 +130,15 @@ def rotate_key(session: Session, client_id: str, grace: timedelta) -> KeyWithSec
     return new
 
 
-def record_use(session: Session, key: AppKey) -> None:
-    """Note a key's use; the first use of a rotated-in key revokes its predecessor."""
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def record_use(session: Session, key: AppKey) -> bool:
+    """Note a key's use (at most once a minute, to keep writes off the hot path); the first
+    use of a rotated-in key revokes its predecessor. True when something was written."""
+    now = utcnow()
+    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
+        return False
     if key.last_used_at is None:
         for predecessor in session.scalars(select(AppKey).where(AppKey.replaced_by_id == key.id)):
             audit.record(
@@ -143,7 +150,8 @@ def record_use(session: Session, key: AppKey) -> None:
                 after={"reason": f"successor {key.client_id} was used"},
             )
             session.delete(predecessor)
-    key.last_used_at = utcnow()
+    key.last_used_at = now
+    return True
 
 
 def expired(key: AppKey) -> bool:

@@ -1,0 +1,192 @@
+"""Request dependencies: the database session, the verified caller, and the action check.
+
+Every route under /api/v1 (but health and readiness) takes `requires(action)`,
+which verifies the request's signature, finds the caller's key, and asks
+`dfe.auth.permissions.allowed`. The route-by-principal test reads the action
+from the route's dependencies, so a route without one fails it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dfe.auth import tokens
+from dfe.auth.permissions import Action, allowed
+from dfe.auth.principals import Principal
+from dfe.auth.signatures import (
+    USER_TOKEN_HEADER,
+    NonceStore,
+    SignatureError,
+    UnknownKeyError,
+    verify_request,
+)
+from dfe.config import Settings
+from dfe.db.session import ACTOR, Database
+from dfe.enums import OwnerType
+from dfe.models import AppKey, ServiceUser, User
+from dfe.services import keys
+from dfe.services.errors import Forbidden, Unauthorized
+from dfe.services.listing import ListQuery
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    with database.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def request_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def signed_url(request: Request, trusted_proxies: list[str]) -> str:
+    """The URL as the client sent it: what `@authority` and `@target-uri` were signed over.
+
+    Forwarded scheme and host are believed only from a trusted proxy.
+    """
+    scheme = request.url.scheme
+    authority = request.headers.get("host", "")
+    peer = request.client.host if request.client else None
+    if peer is not None and peer in trusted_proxies:
+        scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+        authority = request.headers.get("x-forwarded-host", authority).split(",")[0].strip()
+    path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{scheme}://{authority}{path}" + (f"?{query}" if query else "")
+
+
+def _usable_key(session: Session, client_id: str) -> AppKey | None:
+    key = session.scalar(select(AppKey).where(AppKey.client_id == client_id))
+    if key is None or keys.expired(key):
+        return None
+    return key
+
+
+def authenticate(
+    request: Request,
+    body: Annotated[bytes, Depends(request_body)],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Principal:
+    """Verify the request's signature and return who sent it."""
+    found: dict[str, AppKey] = {}
+
+    def resolve_secret(client_id: str) -> str | None:
+        key = _usable_key(session, client_id)
+        if key is None:
+            return None
+        found[client_id] = key
+        return key.client_secret
+
+    nonces: NonceStore = request.app.state.nonces
+    try:
+        verified = verify_request(
+            request.method,
+            signed_url(request, settings.trusted_proxies),
+            request.headers,
+            body,
+            resolve_secret=resolve_secret,
+            nonces=nonces,
+        )
+    except UnknownKeyError as error:
+        raise SignatureProblem(error.code, "unknown, revoked or expired key") from None
+    except SignatureError as error:
+        raise SignatureProblem(error.code, error.detail) from None
+    key = found[verified.client_id]
+    principal = _principal(session, key, request.headers.get(USER_TOKEN_HEADER))
+    if keys.record_use(session, key):
+        session.commit()
+    session.info[ACTOR] = principal.actor
+    request.state.principal = principal
+    return principal
+
+
+class SignatureProblem(Unauthorized):
+    """A request whose signature did not verify; `code` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _principal(session: Session, key: AppKey, user_token: str | None) -> Principal:
+    base = Principal(client_id=key.client_id, key_owner=key.owner_type, owner_id=key.owner_id)
+    if key.owner_type is OwnerType.SERVICE_USER:
+        person = session.get(ServiceUser, key.owner_id)
+        if person is None or not person.is_active:
+            raise Unauthorized("this service user is deactivated")
+        return replace(base, role=person.role, label=person.email)
+    if key.owner_type is OwnerType.USER:
+        user = session.get(User, key.owner_id)
+        if user is None or not user.is_active:
+            raise Unauthorized("this user is deactivated")
+        return replace(base, user_id=user.id, label=user.email)
+    if user_token is not None:
+        if key.owner_type is not OwnerType.DASHBOARD:
+            raise Unauthorized("only the Dashboard's key may present a user token")
+        return replace(base, user_id=_token_user(session, key, user_token).id)
+    return replace(base, label=key.label)
+
+
+def _token_user(session: Session, key: AppKey, user_token: str) -> User:
+    claims = tokens.read(user_token)
+    if claims is None or claims.client_id != key.client_id:
+        raise Unauthorized("the user token is invalid or expired: log in again")
+    user = session.get(User, claims.user_id)
+    if (
+        user is None
+        or not user.is_active
+        or tokens.password_fingerprint(user.password_hash) != claims.fingerprint
+    ):
+        raise Unauthorized("the user token is invalid or expired: log in again")
+    return user
+
+
+def requires(action: Action) -> Any:
+    """A dependency that authenticates the caller and checks it may do `action`."""
+
+    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not allowed(principal, action):
+            raise Forbidden(f"this key may not do {action.value}")
+        return principal
+
+    check.action = action  # type: ignore[attr-defined]
+    return Depends(check)
+
+
+def list_query(
+    q: Annotated[str | None, Query(max_length=200, description="Search text.")] = None,
+    sort: Annotated[
+        str | None, Query(max_length=64, description="Field to sort by; '-' for descending.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ListQuery:
+    return ListQuery(q=q, sort=sort, limit=limit, cursor=cursor)
+
+
+ListQueryDep = Annotated[ListQuery, Depends(list_query)]
+
+
+def action_of(dependency: Callable[..., Any]) -> Action | None:
+    action: Action | None = getattr(dependency, "action", None)
+    return action

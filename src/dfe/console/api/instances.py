@@ -1,0 +1,100 @@
+"""Instances as their owners and operators see them (never a secret), and jobs."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from dfe.auth.permissions import Action
+from dfe.auth.principals import Principal
+from dfe.console.api.crud import ListResponse
+from dfe.console.api.deps import ListQueryDep, SessionDep, requires
+from dfe.enums import OwnerType
+from dfe.models import Instance, Job
+from dfe.schemas import InstancePublic, JobPublic
+from dfe.services import instances
+from dfe.services.errors import NotFound
+from dfe.services.listing import paginate
+
+router = APIRouter(tags=["instances"])
+
+
+def _scope(principal: Principal) -> dict[str, int | None]:
+    """Which instances a caller sees: operators all, users their own, an instance itself."""
+    if principal.is_operator:
+        return {}
+    if principal.key_owner is OwnerType.INSTANCE:
+        return {"only_id": principal.owner_id}
+    return {"owner_id": principal.user_id if principal.user_id is not None else -1}
+
+
+@router.get("/instances", response_model=ListResponse[InstancePublic], summary="List instances")
+def list_instances(
+    session: SessionDep,
+    query: ListQueryDep,
+    principal: Annotated[Principal, requires(Action.INSTANCES_READ)],
+) -> Any:
+    page = paginate(
+        session,
+        instances.instance_query(**_scope(principal)),
+        query,
+        sortable={
+            "name": Instance.name,
+            "created_at": Instance.created_at,
+            "provision_state": Instance.provision_state,
+        },
+        searchable=[Instance.name],
+        default_sort="name",
+        tie_breaker=Instance.id,
+    )
+    return ListResponse[InstancePublic](
+        items=instances.instance_publics(session, page.items),
+        total=page.total,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/instances/{name}", response_model=InstancePublic, summary="An instance's status")
+def show_instance(
+    name: str,
+    session: SessionDep,
+    principal: Annotated[Principal, requires(Action.INSTANCE_STATUS)],
+) -> Any:
+    return instances.find_instance(session, name, **_scope(principal))
+
+
+@router.get("/jobs", response_model=ListResponse[JobPublic], summary="List jobs")
+def list_jobs(
+    session: SessionDep,
+    query: ListQueryDep,
+    principal: Annotated[Principal, requires(Action.JOBS_READ)],
+) -> Any:
+    jobs = select(Job)
+    if not principal.is_operator:
+        jobs = jobs.where(Job.user_id == (principal.user_id or -1))
+    page = paginate(
+        session,
+        jobs,
+        query,
+        sortable={"created_at": Job.created_at, "status": Job.status},
+        searchable=[Job.instance_name],
+        default_sort="-created_at",
+        tie_breaker=Job.id,
+    )
+    return ListResponse[JobPublic](
+        items=[JobPublic.model_validate(job) for job in page.items],
+        total=page.total,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, summary="A job's progress")
+def show_job(
+    job_id: int,
+    session: SessionDep,
+    principal: Annotated[Principal, requires(Action.JOBS_READ)],
+) -> Any:
+    job = session.get(Job, job_id)
+    if job is None or (not principal.is_operator and job.user_id != principal.user_id):
+        raise NotFound(f"job {job_id} does not exist")
+    return JobPublic.model_validate(job)
