@@ -7,13 +7,21 @@ laptop and fails them in CI (CI=true).
 
 from __future__ import annotations
 
+import inspect
+import io
+import json
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
+import structlog
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -166,3 +174,138 @@ def cli_env(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     yield env
     get_settings.cache_clear()
     install_keyring(Keyring([TEST_ENCRYPTION_KEY]))
+
+
+# No secret in any response or log line: every plaintext that is encrypted at rest or
+# hashed as a password is remembered, and everything the API answers or the code logs
+# during a test is scanned for it when the test ends.
+
+_SECRETS: set[str] = set()
+_OUTPUTS: list[str] = []
+_SECRET_HINTS = ("password", "secret", "token", "key", "credential")
+# Responses that hand out a new key's secret, once, by design.
+_SECRET_ISSUING = re.compile(r"^POST .*/api/v1/keys(/[^/]+/rotate)?$")
+
+
+def _remember_secret(value: str) -> None:
+    if len(value) >= 8:
+        _SECRETS.add(value)
+
+
+def _remember_document_secrets(plaintext: str) -> None:
+    try:
+        document = json.loads(plaintext)
+    except ValueError:
+        _remember_secret(plaintext)
+        return
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, dict):
+                    stack.append(value)
+                elif isinstance(value, str) and any(h in key.lower() for h in _SECRET_HINTS):
+                    _remember_secret(value)
+
+
+class _RecordingStream(io.StringIO):
+    def write(self, text: str) -> int:
+        _OUTPUTS.append(text)
+        return len(text)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import dfe.auth.passwords as passwords
+    import dfe.crypto as crypto
+
+    original_encrypt = crypto.Keyring.encrypt
+
+    def encrypt(self: crypto.Keyring, plaintext: str) -> str:
+        _remember_document_secrets(plaintext)
+        return original_encrypt(self, plaintext)
+
+    crypto.Keyring.encrypt = encrypt  # type: ignore[method-assign]
+    original_hash = passwords.hash_password
+
+    def hash_password(password: str) -> str:
+        _remember_secret(password)
+        return original_hash(password)
+
+    passwords.hash_password = hash_password
+    import dfe.services.identity as identity
+
+    identity.hash_password = hash_password  # type: ignore[assignment]
+
+    for client_class in (httpx2.Client, httpx2.AsyncClient):
+        _record_responses(client_class)
+    stream = _RecordingStream()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+
+
+def _record_responses(client_class: type) -> None:
+    original_send = client_class.send
+    if inspect.iscoroutinefunction(original_send):
+
+        async def send_async(self: Any, request: httpx2.Request, **kwargs: Any) -> Any:
+            response = await original_send(self, request, **kwargs)
+            _record_response(request, response)
+            return response
+
+        client_class.send = send_async
+    else:
+
+        def send(self: Any, request: httpx2.Request, **kwargs: Any) -> Any:
+            response = original_send(self, request, **kwargs)
+            _record_response(request, response)
+            return response
+
+        client_class.send = send
+
+
+def _record_response(request: httpx2.Request, response: httpx2.Response) -> None:
+    if _SECRET_ISSUING.match(f"{request.method} {request.url.path}"):
+        return
+    try:
+        _OUTPUTS.append(response.text)
+    except httpx2.ResponseNotRead:
+        return
+    _OUTPUTS.append(" ".join(f"{k}: {v}" for k, v in response.headers.items()))
+
+
+class SecretScanner:
+    """What the autouse leak check sees, for the test that proves the check works."""
+
+    def mark(self) -> int:
+        return len(_OUTPUTS)
+
+    def leaks(self, since: int) -> list[str]:
+        produced = _OUTPUTS[since:]
+        return sorted({secret for secret in _SECRETS for text in produced if secret in text})
+
+    def forget(self, since: int) -> None:
+        del _OUTPUTS[since:]
+
+
+@pytest.fixture
+def secret_scanner() -> SecretScanner:
+    return SecretScanner()
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_responses_or_logs() -> Iterator[None]:
+    start = len(_OUTPUTS)
+    yield
+    leaks = SecretScanner().leaks(start)
+    if leaks:
+        pytest.fail(
+            f"{len(leaks)} secret(s) appeared in a response or a log line: "
+            f"{[leak[:4] + '...' for leak in leaks]}"
+        )

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
+from fastapi.testclient import TestClient
+
+from dfe.client import AppKeyAuth
+from dfe.config import Settings
+from dfe.console.app import create_app
+from dfe.enums import OwnerType
+from dfe.schemas import ServiceUserCreate
+from dfe.services import setup
+
+PASSWORD = "a-long-enough-password"
 
 ENGINES = ("sqlite", "postgresql", "mysql")
 
@@ -10,3 +23,50 @@ ENGINES = ("sqlite", "postgresql", "mysql")
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "engine_name" in metafunc.fixturenames:
         metafunc.parametrize("engine_name", ENGINES)
+
+
+@dataclass
+class Console:
+    """A Console app on the test database, its test client, and keys to call it with."""
+
+    app: Any
+    client: TestClient
+    admin: AppKeyAuth
+    dashboard: AppKeyAuth
+    admin_id: int
+
+    def as_(self, auth: AppKeyAuth | None) -> TestClient:
+        client = TestClient(self.app, base_url="http://console.test")
+        client.auth = auth
+        return client
+
+    def login(self, email: str, password: str) -> AppKeyAuth:
+        """Log a user in through the Dashboard's key; its auth acting for that user."""
+        response = self.as_(self.dashboard).post(
+            "/api/v1/logins", json={"email": email, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        return AppKeyAuth(
+            self.dashboard.client_id, self.dashboard._client_secret, response.json()["token"]
+        )
+
+
+@pytest.fixture
+def console(db, tmp_path) -> Console:
+    with db.transaction(actor="test") as session:
+        result = setup.run_setup(
+            session, ServiceUserCreate(email="root@example.com", password=PASSWORD), force=False
+        )
+    keys = {
+        owner: AppKeyAuth(key.client_id, key.client_secret) for owner, key in result.keys.items()
+    }
+    app = create_app(Settings(data_dir=tmp_path), db)
+    world = Console(
+        app=app,
+        client=TestClient(app, base_url="http://console.test"),
+        admin=keys[OwnerType.CONSOLE],
+        dashboard=keys[OwnerType.DASHBOARD],
+        admin_id=result.admin.id,
+    )
+    world.client.auth = world.admin
+    return world

@@ -168,9 +168,7 @@ def instance_publics(session: Session, rows: Sequence[Instance]) -> list[Instanc
     """Public views of many instances, their servers' names fetched in one query."""
     ids = {i.db_server_id for i in rows} | {i.web_server_id for i in rows}
     ids |= {i.app_server_id for i in rows}
-    names = dict(
-        session.execute(select(Server.id, Server.name).where(Server.id.in_(ids))).tuples().all()
-    )
+    names = dict(session.execute(select(Server.id, Server.name).where(Server.id.in_(ids))).all())
     return [_public(instance, names) for instance in rows]
 
 

@@ -76,14 +76,12 @@ def limit_publics(session: Session, limits: Sequence[Limit]) -> list[LimitPublic
     cluster_ids = {limit.cluster_id for limit in limits if limit.cluster_id}
     instance_ids = {limit.instance_id for limit in limits if limit.instance_id}
     clusters = dict(
-        session.execute(select(Cluster.id, Cluster.name).where(Cluster.id.in_(cluster_ids)))
-        .tuples()
-        .all()
+        session.execute(select(Cluster.id, Cluster.name).where(Cluster.id.in_(cluster_ids))).all()
     )
     instances = dict(
-        session.execute(select(Instance.id, Instance.name).where(Instance.id.in_(instance_ids)))
-        .tuples()
-        .all()
+        session.execute(
+            select(Instance.id, Instance.name).where(Instance.id.in_(instance_ids))
+        ).all()
     )
     return [
         LimitPublic(

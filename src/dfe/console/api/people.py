@@ -20,7 +20,7 @@ from dfe.schemas import (
     UserUpdate,
 )
 from dfe.services import identity, logins
-from dfe.services.errors import Forbidden
+from dfe.services.errors import Forbidden, NotFound
 
 users = Resource(
     path="users",
@@ -106,7 +106,7 @@ def own_account(
     session: SessionDep, principal: Annotated[Principal, requires(Action.OWN_ACCOUNT)]
 ) -> Any:
     if principal.user_id is None:
-        raise Forbidden("this key acts for no user")
+        raise NotFound("this key acts for no user, so it has no account")
     return UserPublic.model_validate(identity.get_user(session, principal.user_id))
 
 
