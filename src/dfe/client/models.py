@@ -1,8 +1,7 @@
 """Shapes the client returns besides dfe.schemas: pages, logins, health and readiness.
 
-The Console defines the login and rotation bodies next to their routes (in
-`dfe.console`, which needs the server's dependencies), so the client mirrors
-them here.
+The Console defines the login answer next to its route (in `dfe.console`, which
+needs the server's dependencies), so the client mirrors it here.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, Field
 
 from dfe.schemas import UserPublic
 
@@ -31,14 +30,6 @@ class ArchiveKind(enum.StrEnum):
     CLUSTERS = "clusters"
     SERVERS = "servers"
     INSTANCES = "instances"
-
-
-class LoginRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    email: str
-    password: SecretStr
-    address: str | None = None
 
 
 class LoginResponse(BaseModel):

@@ -22,6 +22,10 @@ class AppKeyAuth(httpx2.Auth):
     def __repr__(self) -> str:
         return f"AppKeyAuth(client_id={self.client_id!r})"
 
+    def for_user(self, user_token: str | None) -> AppKeyAuth:
+        """The same key, sending `user_token` (or none) with each request."""
+        return AppKeyAuth(self.client_id, self._client_secret, user_token)
+
     def auth_flow(
         self, request: httpx2.Request
     ) -> Generator[httpx2.Request, httpx2.Response, None]:

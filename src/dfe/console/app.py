@@ -72,8 +72,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.database = database
     app.state.nonces = nonce_store(database, settings.redis_url)
     problems.install(app)
-    for router in [health, *estate.routers, *people.routers, instances.router, *admin.routers]:
-        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health, prefix=API_PREFIX)
+    for router in [*estate.routers, *people.routers, instances.router, *admin.routers]:
+        app.include_router(router, prefix=API_PREFIX, responses=problems.RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

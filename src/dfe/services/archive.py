@@ -17,6 +17,7 @@ from dfe.db.archive_triggers import archived_children
 from dfe.models import ARCHIVED_TABLES, Cluster, Instance, OwnerType, Server
 from dfe.schemas import ArchivedPublic, mask_secrets
 from dfe.services import audit
+from dfe.services.base import is_id
 from dfe.services.errors import Conflict, InvalidInput, NotFound
 from dfe.services.keys import create_key
 
@@ -56,7 +57,7 @@ def _latest(session: Session, kind: str, ref: str) -> Row[Any]:
     """The most recent archived row of a name, else (given digits) of an id."""
     _, archive = _tables(kind)
     matches = [archive.c.name == ref.strip().lower()]
-    if ref.isdigit():
+    if is_id(ref):
         matches.append(archive.c.id == int(ref))
     for match in matches:
         row = session.execute(

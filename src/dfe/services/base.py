@@ -23,11 +23,19 @@ def get_by_ref(
         found = session.scalars(select(model).where(column == ref.strip().lower())).first()
         if found is not None:
             return found
-    if isinstance(ref, int) or ref.isdigit():
+    if isinstance(ref, int) or is_id(ref):
         found = session.get(model, int(ref))
         if found is not None:
             return found
     raise NotFound(f"{kind} '{ref}' does not exist")
+
+
+MAX_ID = 2**63 - 1
+
+
+def is_id(text: str) -> bool:
+    """Whether `text` can be a row id (digits that fit a 64-bit key)."""
+    return text.isdigit() and int(text) <= MAX_ID
 
 
 def snapshot(row: Base) -> dict[str, Any]:

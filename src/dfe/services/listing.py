@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -36,19 +35,16 @@ class ListQuery:
 
 
 def offset_of(cursor: str | None) -> int:
+    """Cursors are offsets into the sorted list, as decimal digits."""
     if not cursor:
         return 0
-    try:
-        offset = int(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except ValueError:
-        raise InvalidInput("cursor: not a cursor this API returned") from None
-    if offset < 0:
+    if not cursor.isdigit():
         raise InvalidInput("cursor: not a cursor this API returned")
-    return offset
+    return int(cursor)
 
 
 def cursor_for(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+    return str(offset)
 
 
 def next_cursor(offset: int, returned: int, total: int) -> str | None:
@@ -61,7 +57,7 @@ def paginate(
     query: Select[Any],
     request: ListQuery,
     *,
-    sortable: dict[str, Field],
+    sortable: Mapping[str, Field],
     searchable: Sequence[Field],
     default_sort: str,
     tie_breaker: Field | None,

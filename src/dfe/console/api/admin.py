@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from dfe.auth.permissions import Action
 from dfe.console.api.crud import ListResponse, Resource, crud_router
-from dfe.console.api.deps import ListQueryDep, SessionDep, SettingsDep, requires
+from dfe.console.api.deps import SessionDep, SettingsDep, list_query, requires
 from dfe.enums import OwnerType
 from dfe.models import AppKey, AuditEntry, Limit
 from dfe.schemas import (
@@ -24,9 +24,11 @@ from dfe.schemas import (
     LimitUpdate,
 )
 from dfe.services import archive, keys, limits
-from dfe.services.listing import next_cursor, offset_of, paginate
+from dfe.services.listing import ListQuery, next_cursor, offset_of, paginate
 
 router = APIRouter()
+KEY_SORTS = {"created_at": AppKey.created_at, "client_id": AppKey.client_id}
+AUDIT_SORTS = {"at": AuditEntry.at}
 
 
 # App keys
@@ -35,7 +37,7 @@ router = APIRouter()
 @router.get("/keys", response_model=ListResponse[KeyPublic], tags=["keys"], summary="List keys")
 def list_keys(
     session: SessionDep,
-    query: ListQueryDep,
+    query: ListQuery = list_query(KEY_SORTS),
     owner_type: OwnerType | None = None,
     _: Any = requires(Action.KEYS_READ),
 ) -> Any:
@@ -46,7 +48,7 @@ def list_keys(
         session,
         selection,
         query,
-        sortable={"created_at": AppKey.created_at, "client_id": AppKey.client_id},
+        sortable=KEY_SORTS,
         searchable=[AppKey.client_id, AppKey.label],
         default_sort="created_at",
         tie_breaker=AppKey.id,
@@ -134,7 +136,7 @@ class ArchiveKind(StrEnum):
 def list_archived(
     kind: ArchiveKind,
     session: SessionDep,
-    query: ListQueryDep,
+    query: ListQuery = list_query({}),
     _: Any = requires(Action.ARCHIVE_READ),
 ) -> Any:
     offset = offset_of(query.cursor)
@@ -180,7 +182,7 @@ def restore(
 )
 def audit_log(
     session: SessionDep,
-    query: ListQueryDep,
+    query: ListQuery = list_query(AUDIT_SORTS),
     actor: Annotated[str | None, Query(max_length=255)] = None,
     target: Annotated[str | None, Query(max_length=255, description="Target name.")] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
@@ -203,7 +205,7 @@ def audit_log(
         session,
         entries,
         query,
-        sortable={"at": AuditEntry.at},
+        sortable=AUDIT_SORTS,
         searchable=[AuditEntry.target_name, AuditEntry.action],
         default_sort="-at",
         tie_breaker=AuditEntry.id,

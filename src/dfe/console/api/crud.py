@@ -6,7 +6,7 @@ search. (No `from __future__ import annotations` here: FastAPI must see the
 schema classes bound in the closures.)
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -16,8 +16,8 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from dfe.auth.permissions import Action
-from dfe.console.api.deps import ListQueryDep, SessionDep, requires
-from dfe.services.listing import Field, paginate
+from dfe.console.api.deps import SessionDep, list_query, requires
+from dfe.services.listing import Field, ListQuery, paginate
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ class Resource:
     delete: Callable[[Session, str], None]
     read: Action
     write: Action
-    sortable: dict[str, Field] = field(default_factory=dict)
+    sortable: Mapping[str, Field] = field(default_factory=dict)
     searchable: Sequence[Field] = ()
     default_sort: str = "name"
     tie_breaker: Field | None = None
@@ -57,7 +57,11 @@ def crud_router(resource: Resource) -> APIRouter:
     create_schema, update_schema = resource.create_schema, resource.update_schema
 
     @router.get("", response_model=ListResponse[public], summary=f"List {resource.path}")  # type: ignore[valid-type]
-    def list_all(session: SessionDep, query: ListQueryDep, _: Any = requires(resource.read)) -> Any:
+    def list_all(
+        session: SessionDep,
+        query: ListQuery = list_query(resource.sortable),
+        _: Any = requires(resource.read),
+    ) -> Any:
         page = paginate(
             session,
             resource.query(),

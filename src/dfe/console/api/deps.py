@@ -8,9 +8,10 @@ from the route's dependencies, so a route without one fails it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
 from sqlalchemy import select
@@ -173,18 +174,50 @@ def requires(action: Action) -> Any:
     return Depends(check)
 
 
-def list_query(
-    q: Annotated[str | None, Query(max_length=200, description="Search text.")] = None,
-    sort: Annotated[
-        str | None, Query(max_length=64, description="Field to sort by; '-' for descending.")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> ListQuery:
-    return ListQuery(q=q, sort=sort, limit=limit, cursor=cursor)
+def list_query(sortable: Iterable[str]) -> Any:
+    """A dependency reading ?q=&sort=&limit=&cursor=, with the sort fields this list
+    offers published in the OpenAPI document (so a wrong one is a schema error)."""
+    fields = sorted(sortable)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter(
+            "q",
+            keyword,
+            default=None,
+            annotation=Annotated[str | None, Query(max_length=200, description="Search text.")],
+        ),
+        inspect.Parameter(
+            "limit", keyword, default=50, annotation=Annotated[int, Query(ge=1, le=500)]
+        ),
+        inspect.Parameter(
+            "cursor",
+            keyword,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                Query(pattern=r"^[0-9]{0,9}$", description="next_cursor of the page before."),
+            ],
+        ),
+    ]
+    if fields:
+        choices = Literal.__getitem__(tuple(fields + [f"-{field}" for field in fields]))
+        sort_query = Query(description="Field to sort by; a leading '-' sorts descending.")
+        parameters.append(
+            inspect.Parameter(
+                "sort",
+                keyword,
+                default=None,
+                annotation=Annotated[choices | None, sort_query],  # type: ignore[operator]
+            )
+        )
 
+    def read(q: str | None, limit: int, cursor: str | None, sort: str | None = None) -> ListQuery:
+        return ListQuery(q=q, sort=sort, limit=limit, cursor=cursor)
 
-ListQueryDep = Annotated[ListQuery, Depends(list_query)]
+    read.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        parameters, return_annotation=ListQuery
+    )
+    return Depends(read)
 
 
 def action_of(dependency: Callable[..., Any]) -> Action | None:

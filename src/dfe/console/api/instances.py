@@ -2,21 +2,28 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from sqlalchemy import select
 
 from dfe.auth.permissions import Action
 from dfe.auth.principals import Principal
 from dfe.console.api.crud import ListResponse
-from dfe.console.api.deps import ListQueryDep, SessionDep, requires
+from dfe.console.api.deps import SessionDep, list_query, requires
 from dfe.enums import OwnerType
 from dfe.models import Instance, Job
 from dfe.schemas import InstancePublic, JobPublic
 from dfe.services import instances
+from dfe.services.base import MAX_ID
 from dfe.services.errors import NotFound
-from dfe.services.listing import paginate
+from dfe.services.listing import ListQuery, paginate
 
 router = APIRouter(tags=["instances"])
+INSTANCE_SORTS = {
+    "name": Instance.name,
+    "created_at": Instance.created_at,
+    "provision_state": Instance.provision_state,
+}
+JOB_SORTS = {"created_at": Job.created_at, "status": Job.status}
 
 
 def _scope(principal: Principal) -> dict[str, int | None]:
@@ -31,18 +38,14 @@ def _scope(principal: Principal) -> dict[str, int | None]:
 @router.get("/instances", response_model=ListResponse[InstancePublic], summary="List instances")
 def list_instances(
     session: SessionDep,
-    query: ListQueryDep,
     principal: Annotated[Principal, requires(Action.INSTANCES_READ)],
+    query: ListQuery = list_query(INSTANCE_SORTS),
 ) -> Any:
     page = paginate(
         session,
         instances.instance_query(**_scope(principal)),
         query,
-        sortable={
-            "name": Instance.name,
-            "created_at": Instance.created_at,
-            "provision_state": Instance.provision_state,
-        },
+        sortable=INSTANCE_SORTS,
         searchable=[Instance.name],
         default_sort="name",
         tie_breaker=Instance.id,
@@ -66,8 +69,8 @@ def show_instance(
 @router.get("/jobs", response_model=ListResponse[JobPublic], summary="List jobs")
 def list_jobs(
     session: SessionDep,
-    query: ListQueryDep,
     principal: Annotated[Principal, requires(Action.JOBS_READ)],
+    query: ListQuery = list_query(JOB_SORTS),
 ) -> Any:
     jobs = select(Job)
     if not principal.is_operator:
@@ -76,7 +79,7 @@ def list_jobs(
         session,
         jobs,
         query,
-        sortable={"created_at": Job.created_at, "status": Job.status},
+        sortable=JOB_SORTS,
         searchable=[Job.instance_name],
         default_sort="-created_at",
         tie_breaker=Job.id,
@@ -90,7 +93,7 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, summary="A job's progress")
 def show_job(
-    job_id: int,
+    job_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     session: SessionDep,
     principal: Annotated[Principal, requires(Action.JOBS_READ)],
 ) -> Any:

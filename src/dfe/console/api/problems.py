@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dfe.services.errors import DfeError, TooManyRequests
@@ -26,6 +27,26 @@ _TITLES = {
     422: "Invalid input",
     429: "Too many requests",
     500: "Internal error",
+}
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+_PROBLEM_CONTENT = {"application/problem+json": {"schema": Problem.model_json_schema()}}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": _TITLES[status], "model": Problem, "content": _PROBLEM_CONTENT}
+    for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }
 
 

@@ -1,0 +1,481 @@
+"""`AsyncConsoleClient`: the asyncio ops client (httpx2.AsyncClient), method for method
+the same as `ConsoleClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx2
+from pydantic import SecretStr
+
+from dfe.client import calls
+from dfe.client._base import (
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    HEADERS,
+    RETRY_ERRORS,
+    RetryPolicy,
+    api_root,
+    client_repr,
+    finish,
+    read_key_file,
+    retry_delay,
+    unavailable,
+)
+from dfe.client.calls import Call, Ref
+from dfe.client.models import ArchiveKind, Health, LoginResponse, Page, Readiness
+from dfe.client.signing import AppKeyAuth
+from dfe.enums import OwnerType
+from dfe.schemas import (
+    ArchivedPublic,
+    AuditPublic,
+    ClusterCreate,
+    ClusterPublic,
+    ClusterUpdate,
+    InstancePublic,
+    JobPublic,
+    KeyCreate,
+    KeyPublic,
+    KeyWithSecret,
+    LimitCreate,
+    LimitPublic,
+    LimitUpdate,
+    MountCreate,
+    MountPublic,
+    MountUpdate,
+    ServerCreate,
+    ServerPublic,
+    ServerUpdate,
+    ServiceUserCreate,
+    ServiceUserPublic,
+    ServiceUserUpdate,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+
+T = TypeVar("T")
+
+
+class AsyncConsoleClient:
+    """The asyncio twin of `ConsoleClient`: the same methods, awaited.
+
+    >>> async with AsyncConsoleClient.from_key_file("var/dashboard.key") as console:
+    ...     login = await console.login(email, password, address=ip)
+    ...     me = await console.with_user_token(login.token).account()
+
+    Retries, errors and signing are as in `ConsoleClient`; `sleep` is awaited
+    between retries.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        user_token: str | None = None,
+        timeout: float | httpx2.Timeout = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._root = api_root(base_url)
+        self._auth = AppKeyAuth(client_id, client_secret, user_token)
+        self._policy = RetryPolicy(retries, backoff)
+        self._sleep = sleep
+        self._http = httpx2.AsyncClient(timeout=timeout, transport=transport, headers=HEADERS)
+        self._owns_http = True
+
+    @classmethod
+    def from_key_file(
+        cls, path: str | os.PathLike[str], *, base_url: str | None = None, **options: Any
+    ) -> Self:
+        """A client for the key in a JSON key file (`dfe setup` writes console.key and
+        dashboard.key); `base_url` defaults to the file's console_url."""
+        client_id, client_secret, console_url = read_key_file(path)
+        url = base_url or console_url
+        if not url:
+            raise ValueError(f"{os.fspath(path)}: the key file has no console_url; pass base_url")
+        return cls(url, client_id, client_secret, **options)
+
+    def with_user_token(self, user_token: str) -> Self:
+        """A client acting for the user the token (from `login`) names.
+
+        It shares this client's connections: close this one, not the derived one.
+        """
+        clone = copy.copy(self)
+        clone._auth = self._auth.for_user(user_token)
+        clone._owns_http = False
+        return clone
+
+    @property
+    def base_url(self) -> str:
+        """The API root, ending in /api/v1."""
+        return self._root
+
+    @property
+    def client_id(self) -> str:
+        return self._auth.client_id
+
+    @property
+    def acting_for_user(self) -> bool:
+        return self._auth.user_token is not None
+
+    def __repr__(self) -> str:
+        return client_repr(type(self).__name__, self._root, self.client_id, self._auth.user_token)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def iterate(
+        self, list_method: Callable[..., Awaitable[Page[T]]], /, *args: Any, **params: Any
+    ) -> AsyncIterator[T]:
+        """Every item of a list, page after page:
+        `async for mount in client.iterate(client.list_mounts, limit=100)`."""
+        cursor = params.pop("cursor", None)
+        while True:
+            page = await list_method(*args, cursor=cursor, **params)
+            for item in page.items:
+                yield item
+            if not page.next_cursor or not page.items or page.next_cursor == cursor:
+                return
+            cursor = page.next_cursor
+
+    async def call(self, call: Call[T]) -> T:
+        """Send one call (see dfe.client.calls), retrying it when that is safe."""
+        attempt = 0
+        while True:
+            request = self._http.build_request(
+                call.method,
+                self._root + call.path,
+                params=call.params or None,
+                content=call.body,
+                headers={"Content-Type": "application/json"} if call.body is not None else None,
+            )
+            try:
+                response = await self._http.send(request, auth=self._auth if call.signed else None)
+            except RETRY_ERRORS as error:
+                if not self._policy.may_retry(call, attempt):
+                    raise unavailable(call, self._root, error, attempt + 1) from None
+                delay = self._policy.delay(attempt)
+            except httpx2.TransportError as error:
+                raise unavailable(call, self._root, error, attempt + 1) from None
+            else:
+                delay = retry_delay(self._policy, call, attempt, response)
+                if delay is None:
+                    return finish(call, response)
+            await self._sleep(delay or 0.0)
+            attempt += 1
+
+    # Health
+
+    async def health(self) -> Health:
+        """The Console process is up (unsigned)."""
+        return await self.call(calls.health())
+
+    async def ready(self) -> Readiness:
+        """The Console's database answers and its schema is current (unsigned)."""
+        return await self.call(calls.ready())
+
+    # Mounts
+
+    async def list_mounts(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[MountPublic]:
+        return await self.call(calls.list_mounts(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def create_mount(self, data: MountCreate) -> MountPublic:
+        return await self.call(calls.create_mount(data))
+
+    async def get_mount(self, ref: Ref) -> MountPublic:
+        return await self.call(calls.get_mount(ref))
+
+    async def update_mount(self, ref: Ref, data: MountUpdate) -> MountPublic:
+        return await self.call(calls.update_mount(ref, data))
+
+    async def delete_mount(self, ref: Ref) -> None:
+        return await self.call(calls.delete_mount(ref))
+
+    # Servers
+
+    async def list_servers(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[ServerPublic]:
+        return await self.call(calls.list_servers(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def create_server(self, data: ServerCreate) -> ServerPublic:
+        return await self.call(calls.create_server(data))
+
+    async def get_server(self, ref: Ref) -> ServerPublic:
+        return await self.call(calls.get_server(ref))
+
+    async def update_server(self, ref: Ref, data: ServerUpdate) -> ServerPublic:
+        return await self.call(calls.update_server(ref, data))
+
+    async def delete_server(self, ref: Ref) -> None:
+        """Archive a server (refused while instances use it)."""
+        return await self.call(calls.delete_server(ref))
+
+    # Clusters
+
+    async def list_clusters(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[ClusterPublic]:
+        return await self.call(calls.list_clusters(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def create_cluster(self, data: ClusterCreate) -> ClusterPublic:
+        return await self.call(calls.create_cluster(data))
+
+    async def get_cluster(self, ref: Ref) -> ClusterPublic:
+        return await self.call(calls.get_cluster(ref))
+
+    async def update_cluster(self, ref: Ref, data: ClusterUpdate) -> ClusterPublic:
+        return await self.call(calls.update_cluster(ref, data))
+
+    async def delete_cluster(self, ref: Ref) -> None:
+        """Archive a cluster and its memberships (refused while it has instances)."""
+        return await self.call(calls.delete_cluster(ref))
+
+    async def list_cluster_servers(self, cluster: Ref) -> Page[ServerPublic]:
+        """The servers in a cluster (one page holds them all)."""
+        return await self.call(calls.list_cluster_servers(cluster))
+
+    async def assign_server(self, cluster: Ref, server: Ref) -> None:
+        """Put a server in a cluster."""
+        return await self.call(calls.assign_server(cluster, server))
+
+    async def unassign_server(self, cluster: Ref, server: Ref) -> None:
+        """Take a server out of a cluster."""
+        return await self.call(calls.unassign_server(cluster, server))
+
+    # Users and logins
+
+    async def register_user(self, data: UserCreate) -> UserPublic:
+        """Register a user (the Dashboard's key may, too)."""
+        return await self.call(calls.register_user(data))
+
+    async def list_users(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[UserPublic]:
+        return await self.call(calls.list_users(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def get_user(self, ref: Ref) -> UserPublic:
+        return await self.call(calls.get_user(ref))
+
+    async def update_user(self, ref: Ref, data: UserUpdate) -> UserPublic:
+        return await self.call(calls.update_user(ref, data))
+
+    async def delete_user(self, ref: Ref) -> None:
+        return await self.call(calls.delete_user(ref))
+
+    async def login(
+        self, email: str, password: str | SecretStr, *, address: str | None = None
+    ) -> LoginResponse:
+        """Check a user's password (Dashboard key); `address` is the end user's IP, for
+        throttling. Act for the user with `with_user_token(response.token)`."""
+        return await self.call(calls.login(email, password, address))
+
+    async def account(self) -> UserPublic:
+        """The acting user's own account (a user key, or a client `with_user_token`)."""
+        return await self.call(calls.account())
+
+    # Service users
+
+    async def list_service_users(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[ServiceUserPublic]:
+        return await self.call(calls.list_service_users(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def create_service_user(self, data: ServiceUserCreate) -> ServiceUserPublic:
+        return await self.call(calls.create_service_user(data))
+
+    async def get_service_user(self, ref: Ref) -> ServiceUserPublic:
+        return await self.call(calls.get_service_user(ref))
+
+    async def update_service_user(self, ref: Ref, data: ServiceUserUpdate) -> ServiceUserPublic:
+        return await self.call(calls.update_service_user(ref, data))
+
+    async def delete_service_user(self, ref: Ref) -> None:
+        return await self.call(calls.delete_service_user(ref))
+
+    # App keys
+
+    async def list_keys(
+        self,
+        *,
+        owner_type: OwnerType | str | None = None,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[KeyPublic]:
+        """Keys, never with their secrets."""
+        return await self.call(
+            calls.list_keys(owner_type=owner_type, q=q, sort=sort, limit=limit, cursor=cursor)
+        )
+
+    async def create_key(self, data: KeyCreate) -> KeyWithSecret:
+        """A new key; its secret is in the answer, and never again."""
+        return await self.call(calls.create_key(data))
+
+    async def get_key(self, client_id: str) -> KeyPublic:
+        return await self.call(calls.get_key(client_id))
+
+    async def revoke_key(self, client_id: str) -> None:
+        return await self.call(calls.revoke_key(client_id))
+
+    async def rotate_key(self, client_id: str, *, grace_hours: int | None = None) -> KeyWithSecret:
+        """A successor key; the old one ends at the new one's first use or after the grace."""
+        return await self.call(calls.rotate_key(client_id, grace_hours))
+
+    # Instances and jobs
+
+    async def list_instances(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[InstancePublic]:
+        """Instances (a user sees their own)."""
+        return await self.call(calls.list_instances(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def get_instance(self, name: str) -> InstancePublic:
+        return await self.call(calls.get_instance(name))
+
+    async def list_jobs(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[JobPublic]:
+        """Jobs, newest first by default (a user sees their own); `q` searches instance names."""
+        return await self.call(calls.list_jobs(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def get_job(self, job_id: int) -> JobPublic:
+        return await self.call(calls.get_job(job_id))
+
+    # The archive
+
+    async def list_archived(
+        self,
+        kind: ArchiveKind | str,
+        *,
+        q: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[ArchivedPublic]:
+        """Archived clusters, servers or instances, newest first; `q` matches the name."""
+        return await self.call(calls.list_archived(kind, q=q, limit=limit, cursor=cursor))
+
+    async def get_archived(self, kind: ArchiveKind | str, ref: Ref) -> ArchivedPublic:
+        """The most recent archived row of a name or id."""
+        return await self.call(calls.get_archived(kind, ref))
+
+    async def restore_archived(self, kind: ArchiveKind | str, ref: Ref) -> ArchivedPublic:
+        """Bring back the most recent archived batch of a name or id."""
+        return await self.call(calls.restore_archived(kind, ref))
+
+    # Limits
+
+    async def list_limits(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[LimitPublic]:
+        return await self.call(calls.list_limits(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def create_limit(self, data: LimitCreate) -> LimitPublic:
+        return await self.call(calls.create_limit(data))
+
+    async def get_limit(self, ref: Ref) -> LimitPublic:
+        return await self.call(calls.get_limit(ref))
+
+    async def update_limit(self, ref: Ref, data: LimitUpdate) -> LimitPublic:
+        return await self.call(calls.update_limit(ref, data))
+
+    async def delete_limit(self, ref: Ref) -> None:
+        return await self.call(calls.delete_limit(ref))
+
+    # The audit log
+
+    async def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        target: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[AuditPublic]:
+        """The audit log, newest first by default; `actor` matches part of the actor,
+        `target` a target's name, `action` exactly (e.g. "cluster.delete")."""
+        return await self.call(
+            calls.list_audit(
+                actor=actor,
+                target=target,
+                action=action,
+                since=since,
+                until=until,
+                q=q,
+                sort=sort,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
