@@ -19,6 +19,8 @@ PURGE_EVERY = 1000
 class DatabaseNonceStore:
     """`nonce_t` with a unique (client_id, nonce): the insert itself is the atomic check."""
 
+    _INSERT = insert(SeenNonce)
+
     def __init__(self, database: Database) -> None:
         self._database = database
         self._inserts = 0
@@ -26,11 +28,10 @@ class DatabaseNonceStore:
 
     def remember(self, client_id: str, nonce: str, expires_at: float) -> bool:
         expiry = datetime.fromtimestamp(expires_at, UTC)
+        values = {"client_id": client_id, "nonce": nonce, "expires_at": expiry}
         try:
             with self._database.engine.begin() as connection:
-                connection.execute(
-                    insert(SeenNonce).values(client_id=client_id, nonce=nonce, expires_at=expiry)
-                )
+                connection.execute(self._INSERT, values)
         except IntegrityError:
             return False
         with self._lock:

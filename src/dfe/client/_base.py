@@ -104,41 +104,48 @@ def describe(error: Exception) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def unavailable(call: Call[Any], root: str, error: Exception, attempts: int) -> ConsoleUnavailable:
-    return ConsoleUnavailable(
-        describe(error), method=call.method, url=root + call.path, attempts=attempts
-    )
+Outcome = httpx2.Response | httpx2.TransportError
+"""What one attempt gave: an answer, or the connection failure that prevented one."""
 
 
-def retry_delay(
-    policy: RetryPolicy, call: Call[Any], attempt: int, response: httpx2.Response
+def next_delay(
+    policy: RetryPolicy, call: Call[Any], attempt: int, outcome: Outcome
 ) -> float | None:
-    """How long to wait before retrying after this response; None: do not retry."""
-    if response.status_code not in RETRY_STATUSES or response.status_code in call.accept:
+    """Seconds to wait before retrying after this outcome; None: it is final."""
+    if isinstance(outcome, httpx2.TransportError):
+        if isinstance(outcome, RETRY_ERRORS) and policy.may_retry(call, attempt):
+            return policy.delay(attempt)
+        return None
+    if outcome.status_code not in RETRY_STATUSES or outcome.status_code in call.accept:
         return None
     if not policy.may_retry(call, attempt):
         return None
-    return policy.delay(attempt, retry_after_seconds(response))
+    return policy.delay(attempt, retry_after_seconds(outcome))
 
 
-def finish(call: Call[T], response: httpx2.Response) -> T:
-    """The call's result from a final response, or the exception it stands for."""
-    status = response.status_code
+def finish(call: Call[T], outcome: Outcome, root: str, attempts: int) -> T:
+    """The call's result from its final outcome, or the exception it stands for.
+
+    Called outside any `except` block, so what it raises has no chained context:
+    the transport's exceptions hold the request, user token header and all.
+    """
+    where = API_PREFIX + call.path
+    if isinstance(outcome, httpx2.TransportError):
+        raise ConsoleUnavailable(
+            describe(outcome), method=call.method, url=root + call.path, attempts=attempts
+        )
+    status = outcome.status_code
     if status >= 400 and status not in call.accept:
-        raise error_from_response(response, call.method, API_PREFIX + call.path)
+        raise error_from_response(outcome, call.method, where)
     if not 200 <= status < 300 and status not in call.accept:
         raise UnexpectedResponse(
-            f"unexpected status {status}",
-            status=status,
-            method=call.method,
-            path=API_PREFIX + call.path,
+            f"unexpected status {status}", status=status, method=call.method, path=where
         )
     try:
-        return call.parse(response)
+        return call.parse(outcome)
     except ResponseShapeError as error:
-        raise UnexpectedResponse(
-            str(error), status=status, method=call.method, path=API_PREFIX + call.path
-        ) from None
+        message = str(error)
+    raise UnexpectedResponse(message, status=status, method=call.method, path=where)
 
 
 def client_repr(name: str, root: str, client_id: str, user_token: str | None) -> str:

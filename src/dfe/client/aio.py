@@ -20,14 +20,13 @@ from dfe.client._base import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     HEADERS,
-    RETRY_ERRORS,
+    Outcome,
     RetryPolicy,
     api_root,
     client_repr,
     finish,
+    next_delay,
     read_key_file,
-    retry_delay,
-    unavailable,
 )
 from dfe.client.calls import Call, Ref
 from dfe.client.models import ArchiveKind, Health, LoginResponse, Page, Readiness
@@ -166,27 +165,25 @@ class AsyncConsoleClient:
         """Send one call (see dfe.client.calls), retrying it when that is safe."""
         attempt = 0
         while True:
-            request = self._http.build_request(
-                call.method,
-                self._root + call.path,
-                params=call.params or None,
-                content=call.body,
-                headers={"Content-Type": "application/json"} if call.body is not None else None,
-            )
-            try:
-                response = await self._http.send(request, auth=self._auth if call.signed else None)
-            except RETRY_ERRORS as error:
-                if not self._policy.may_retry(call, attempt):
-                    raise unavailable(call, self._root, error, attempt + 1) from None
-                delay = self._policy.delay(attempt)
-            except httpx2.TransportError as error:
-                raise unavailable(call, self._root, error, attempt + 1) from None
-            else:
-                delay = retry_delay(self._policy, call, attempt, response)
-                if delay is None:
-                    return finish(call, response)
-            await self._sleep(delay or 0.0)
+            outcome = await self._attempt(call)
+            delay = next_delay(self._policy, call, attempt, outcome)
+            if delay is None:
+                return finish(call, outcome, self._root, attempt + 1)
+            await self._sleep(delay)
             attempt += 1
+
+    async def _attempt(self, call: Call[Any]) -> Outcome:
+        request = self._http.build_request(
+            call.method,
+            self._root + call.path,
+            params=call.params or None,
+            content=call.body,
+            headers={"Content-Type": "application/json"} if call.body is not None else None,
+        )
+        try:
+            return await self._http.send(request, auth=self._auth if call.signed else None)
+        except httpx2.TransportError as error:
+            return error
 
     # Health
 

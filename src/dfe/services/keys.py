@@ -133,11 +133,17 @@ def rotate_key(session: Session, client_id: str, grace: timedelta) -> KeyWithSec
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
+def use_is_due(last_used_at: datetime | None) -> bool:
+    """Whether a key's use should be written down (at most once a minute, to keep
+    writes off the hot path)."""
+    return last_used_at is None or utcnow() - last_used_at >= LAST_USED_RESOLUTION
+
+
 def record_use(session: Session, key: AppKey) -> bool:
-    """Note a key's use (at most once a minute, to keep writes off the hot path); the first
-    use of a rotated-in key revokes its predecessor. True when something was written."""
+    """Note a key's use; the first use of a rotated-in key revokes its predecessor.
+    True when something was written."""
     now = utcnow()
-    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
+    if not use_is_due(key.last_used_at):
         return False
     if key.last_used_at is None:
         for predecessor in session.scalars(select(AppKey).where(AppKey.replaced_by_id == key.id)):

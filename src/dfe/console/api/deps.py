@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dfe.auth import tokens
@@ -28,6 +29,7 @@ from dfe.auth.signatures import (
     verify_request,
 )
 from dfe.config import Settings
+from dfe.db.base import utcnow
 from dfe.db.session import ACTOR, Database
 from dfe.enums import OwnerType
 from dfe.models import AppKey, ServiceUser, User
@@ -75,9 +77,46 @@ def signed_url(request: Request, trusted_proxies: list[str]) -> str:
     return f"{scheme}://{authority}{path}" + (f"?{query}" if query else "")
 
 
-def _usable_key(session: Session, client_id: str) -> AppKey | None:
-    key = session.scalar(select(AppKey).where(AppKey.client_id == client_id))
-    if key is None or keys.expired(key):
+@dataclass(frozen=True)
+class _KeyRow:
+    """The columns of a key that authentication needs (a plain row: no ORM object
+    on the hot path)."""
+
+    id: int
+    client_id: str
+    client_secret: str
+    owner_type: OwnerType
+    owner_id: int | None
+    label: str
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+_KEY_COLUMNS = select(
+    AppKey.id,
+    AppKey.client_id,
+    AppKey.client_secret,
+    AppKey.owner_type,
+    func.coalesce(
+        AppKey.user_id,
+        AppKey.service_user_id,
+        AppKey.instance_id,
+        AppKey.server_id,
+        AppKey.mount_id,
+        AppKey.cluster_id,
+    ),
+    AppKey.label,
+    AppKey.expires_at,
+    AppKey.last_used_at,
+)
+
+
+def _usable_key(session: Session, client_id: str) -> _KeyRow | None:
+    row = session.execute(_KEY_COLUMNS.where(AppKey.client_id == client_id)).first()
+    if row is None:
+        return None
+    key = _KeyRow(*row)
+    if key.expires_at is not None and key.expires_at <= utcnow():
         return None
     return key
 
@@ -89,7 +128,7 @@ def authenticate(
     settings: SettingsDep,
 ) -> Principal:
     """Verify the request's signature and return who sent it."""
-    found: dict[str, AppKey] = {}
+    found: dict[str, _KeyRow] = {}
 
     def resolve_secret(client_id: str) -> str | None:
         key = _usable_key(session, client_id)
@@ -114,8 +153,10 @@ def authenticate(
         raise SignatureProblem(error.code, error.detail) from None
     key = found[verified.client_id]
     principal = _principal(session, key, request.headers.get(USER_TOKEN_HEADER))
-    if keys.record_use(session, key):
-        session.commit()
+    if keys.use_is_due(key.last_used_at):
+        stored = session.get(AppKey, key.id)
+        if stored is not None and keys.record_use(session, stored):
+            session.commit()
     session.info[ACTOR] = principal.actor
     request.state.principal = principal
     return principal
@@ -129,7 +170,7 @@ class SignatureProblem(Unauthorized):
         self.code = code
 
 
-def _principal(session: Session, key: AppKey, user_token: str | None) -> Principal:
+def _principal(session: Session, key: _KeyRow, user_token: str | None) -> Principal:
     base = Principal(client_id=key.client_id, key_owner=key.owner_type, owner_id=key.owner_id)
     if key.owner_type is OwnerType.SERVICE_USER:
         person = session.get(ServiceUser, key.owner_id)
@@ -148,7 +189,7 @@ def _principal(session: Session, key: AppKey, user_token: str | None) -> Princip
     return replace(base, label=key.label)
 
 
-def _token_user(session: Session, key: AppKey, user_token: str) -> User:
+def _token_user(session: Session, key: _KeyRow, user_token: str) -> User:
     claims = tokens.read(user_token)
     if claims is None or claims.client_id != key.client_id:
         raise Unauthorized("the user token is invalid or expired: log in again")

@@ -19,7 +19,7 @@ CONNECT_TIMEOUT = 5  # seconds: a server that is down must fail a job quickly, n
 
 @dataclass(frozen=True)
 class InstanceDatabase:
-    """An instance's database and the credentials it logs in with (what the instance row records)."""
+    """An instance's database and the credentials it logs in with (kept on the instance row)."""
 
     kind: str
     database_name: str
@@ -31,7 +31,7 @@ class InstanceDatabase:
 
 @dataclass(frozen=True)
 class DatabaseState:
-    """Whether an instance's database and its user exist, told apart so a retry knows what is left."""
+    """Whether an instance's database and its user exist: apart, so a retry knows what is left."""
 
     database: bool
     user: bool
@@ -99,7 +99,7 @@ def redact(message: str, secrets: Iterable[str | None]) -> str:
 def describe(exc: BaseException) -> str:
     """The database's own first line about a failure, without SQLAlchemy's SQL and parameters."""
     orig: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     # PyMySQL: (code, message)
     if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
         text = f"{args[1]} (error {args[0]})"
@@ -126,7 +126,9 @@ class AdminConnection:
         except DriverError:
             raise
         except (SQLAlchemyError, OSError, psycopg.Error, pymysql.err.Error) as exc:
-            message = redact(f"{self.label}: {action}: {describe(exc)}", [*self.secrets, *extra_secrets])
+            message = redact(
+                f"{self.label}: {action}: {describe(exc)}", [*self.secrets, *extra_secrets]
+            )
             # `from None`: the original may quote the statement, which could hold a password.
             raise DriverError(message) from None
 

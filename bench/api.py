@@ -1,0 +1,201 @@
+"""Benchmark: a signed read against the same read with signature checking bypassed.
+
+    .venv/bin/python bench/api.py [--requests 3000] [--rounds 3] [--database-url URL]
+
+Both servers run the same Console code on the same database (default: a fresh SQLite
+file, the embedded default) in a process of their own; requests are signed before the
+clock starts, so the figures are the server's. Rounds alternate between the two
+servers and the median is reported, with the ratio signed/unsigned (aim: >= 0.80),
+and the cost of `verify_request` itself, measured in process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx2
+
+from dfe.auth.signatures import verify_request
+from dfe.config import Settings
+from dfe.db.migrate import upgrade
+from dfe.db.session import open_database
+from dfe.enums import OwnerType, ServerType
+from dfe.schemas import ServiceUserCreate, UserCreate
+from dfe.services import identity, infrastructure, instances, setup
+from dfe.services.keys import get_key
+
+PATH = "/api/v1/instances/bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare(settings: Settings) -> tuple[str, str]:
+    database = open_database(settings)
+    upgrade(database)
+    with database.transaction(actor="bench") as session:
+        result = setup.run_setup(
+            session,
+            ServiceUserCreate(email="bench@example.com", password="bench-password-1"),
+            force=False,
+        )
+        setup.create_local_cluster(session, settings.data_dir)
+        user = identity.create_user(
+            session, UserCreate(email="user@example.com", password="bench-password-1")
+        )
+        cluster = infrastructure.get_cluster(session, setup.LOCAL_CLUSTER)
+        servers = {kind: infrastructure.get_server(session, f"local-{kind}") for kind in ServerType}
+        instances.create_instance_record(session, "bench", user, cluster, servers)
+    database.dispose()
+    key = result.keys[OwnerType.CONSOLE]
+    return key.client_id, key.client_secret
+
+
+def start_server(port: int, env: dict[str, str], bypass: bool) -> subprocess.Popen[bytes]:
+    command = [sys.executable, str(Path(__file__).with_name("_console_server.py")), str(port)]
+    process = subprocess.Popen([*command, *(["--bypass"] if bypass else [])], env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
+            return process
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the benchmark server did not start")
+
+
+def presigned(base: str, count: int, client_id: str, secret: str) -> list[dict[str, str]]:
+    from dfe.auth.signatures import sign_request
+
+    url = base + PATH
+    host = base.removeprefix("http://")
+    return [
+        {
+            "host": host,
+            **sign_request(
+                "GET", url, {"host": host}, b"", client_id=client_id, client_secret=secret
+            ),
+        }
+        for _ in range(count)
+    ]
+
+
+def run_round(base: str, headers: list[dict[str, str]], threads: int) -> float:
+    """Send every prepared request once, from `threads` keep-alive connections; req/s."""
+    chunks = [headers[i::threads] for i in range(threads)]
+    errors: list[str] = []
+
+    def worker(chunk: list[dict[str, str]]) -> None:
+        with httpx2.Client(base_url=base, timeout=10) as client:
+            for request_headers in chunk:
+                response = client.get(PATH, headers=request_headers)
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(chunk,)) for chunk in chunks]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} requests failed, first: {errors[0]}")
+    return len(headers) / elapsed
+
+
+def verification_cost(settings: Settings, client_id: str, secret: str, count: int) -> float:
+    """Milliseconds per verify_request with the real key lookup and nonce store."""
+    from dfe.auth.nonces import DatabaseNonceStore
+    from dfe.auth.signatures import sign_request
+
+    database = open_database(settings)
+    nonces = DatabaseNonceStore(database)
+    url = "http://console.test" + PATH
+    requests = [
+        {
+            "host": "console.test",
+            **sign_request(
+                "GET", url, {"host": "console.test"}, b"", client_id=client_id, client_secret=secret
+            ),
+        }
+        for _ in range(count)
+    ]
+    with database.session() as session:
+        started = time.perf_counter()
+        for headers in requests:
+            verify_request(
+                "GET",
+                url,
+                headers,
+                b"",
+                resolve_secret=lambda cid: get_key(session, cid).client_secret,
+                nonces=nonces,
+            )
+        elapsed = time.perf_counter() - started
+    database.dispose()
+    return elapsed / count * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="dfe-bench-") as data_dir:
+        env = {**os.environ, "DFE_DATA_DIR": data_dir}
+        if args.database_url:
+            env["DFE_DATABASE_URL"] = args.database_url
+        settings = Settings(data_dir=Path(data_dir), database_url=args.database_url)
+        client_id, secret = prepare(settings)
+        ports = {"signed": free_port(), "unsigned": free_port()}
+        servers = {
+            "signed": start_server(ports["signed"], env, bypass=False),
+            "unsigned": start_server(ports["unsigned"], env, bypass=True),
+        }
+        rates: dict[str, list[float]] = {"signed": [], "unsigned": []}
+        try:
+            for name in ("unsigned", "signed"):  # warm-up
+                base = f"http://127.0.0.1:{ports[name]}"
+                run_round(base, presigned(base, 200, client_id, secret), args.threads)
+            for _ in range(args.rounds):
+                for name in ("unsigned", "signed"):
+                    base = f"http://127.0.0.1:{ports[name]}"
+                    headers = presigned(base, args.requests, client_id, secret)
+                    rates[name].append(run_round(base, headers, args.threads))
+        finally:
+            for process in servers.values():
+                process.terminate()
+                process.wait()
+        cost = verification_cost(settings, client_id, secret, 1000)
+
+    signed, unsigned = (statistics.median(rates[n]) for n in ("signed", "unsigned"))
+    engine = (args.database_url or "sqlite (embedded default)").split("://")[0]
+    print(
+        f"database: {engine}; {args.rounds} rounds of {args.requests} requests, "
+        f"{args.threads} connections"
+    )
+    print(f"GET {PATH}, signed:                 {signed:8.0f} req/s")
+    print(f"GET {PATH}, signature check bypassed: {unsigned:8.0f} req/s")
+    print(f"ratio signed/unsigned: {signed / unsigned:.2f} (aim: >= 0.80)")
+    print(f"verify_request (key lookup, HMAC, digest, nonce insert): {cost:.3f} ms/request")
+
+
+if __name__ == "__main__":
+    main()
