@@ -35,13 +35,17 @@ class Settings(BaseSettings):
         default=None,
         description="Comma-separated Fernet keys, newest first; default: a key file in data_dir.",
     )
-    console_url: str = "http://127.0.0.1:8000"
+    console_url: str | None = Field(
+        default=None,
+        description="Where the Dashboard and the web tier reach the Console; "
+        "default: http://<console_host>:<console_port>.",
+    )
     console_host: str = "127.0.0.1"
     console_port: int = 8000
     redis_url: str | None = Field(default=None, description="Shared replay cache and counters.")
-    trusted_proxies: list[str] = Field(
-        default_factory=list,
-        description="Addresses whose X-Forwarded-Proto/Host headers are believed.",
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses whose X-Forwarded-Proto/Host headers are believed.",
     )
     max_body_bytes: int = Field(default=1_048_576, description="Largest API request body.")
     user_token_ttl_seconds: int = 8 * 3600
@@ -56,6 +60,14 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def proxies(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+    @property
+    def effective_console_url(self) -> str:
+        return self.console_url or f"http://{self.console_host}:{self.console_port}"
 
     @property
     def effective_database_url(self) -> str:
@@ -74,6 +86,8 @@ class Settings(BaseSettings):
                 value = "********" if value.get_secret_value() else ""
             elif name == "database_url":
                 value = make_url(self.effective_database_url).render_as_string(hide_password=True)
+            elif name == "redis_url" and value:
+                value = make_url(value).render_as_string(hide_password=True)
             shown[name] = str(value) if isinstance(value, Path) else value
         return shown
 

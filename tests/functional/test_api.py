@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import structlog
 
 from dfe.auth.signatures import sign_request
@@ -314,3 +317,70 @@ def test_the_secret_scan_catches_a_leak(console, secret_scanner):
     assert secret_scanner.leaks(start) == [secret]
     secret_scanner.forget(start)
     assert secret_scanner.leaks(start) == []
+
+
+def _signed_headers(console, url: str, **extra: str) -> dict[str, str]:
+    headers = dict(extra)
+    headers.update(
+        sign_request(
+            "GET",
+            url,
+            headers,
+            b"",
+            client_id=console.admin.client_id,
+            client_secret=console.admin._client_secret,
+        )
+    )
+    return headers
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(console, db, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dfe.config import Settings
+    from dfe.console.app import create_app
+
+    public_url = "https://console.example.com/api/v1/clusters"
+    forwarded = {"x-forwarded-proto": "https", "x-forwarded-host": "console.example.com"}
+    untrusting = console.as_(None)
+    response = untrusting.get(
+        "/api/v1/clusters", headers=_signed_headers(console, public_url, **forwarded)
+    )
+    assert response.json()["code"] == "bad_signature"
+
+    # The test client connects from the address "testclient".
+    behind_proxy = create_app(
+        Settings(data_dir=tmp_path, trusted_proxies="10.0.0.1, testclient"), db
+    )
+    client = TestClient(behind_proxy, base_url="http://console.test")
+    response = client.get(
+        "/api/v1/clusters", headers=_signed_headers(console, public_url, **forwarded)
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_the_replay_cache_is_shared_through_redis(console, db, tmp_path):
+    import redis
+    from fastapi.testclient import TestClient
+
+    from dfe.config import Settings
+    from dfe.console.app import create_app
+
+    url = os.environ.get("DFE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis unavailable in CI: {error}")
+        pytest.skip(f"Redis unavailable: {error}")
+    first, second = (
+        TestClient(
+            create_app(Settings(data_dir=tmp_path, redis_url=url), db),
+            base_url="http://console.test",
+        )
+        for _ in range(2)
+    )
+    headers = _signed_headers(console, "http://console.test/api/v1/clusters")
+    assert first.get("/api/v1/clusters", headers=headers).status_code == 200
+    replay = second.get("/api/v1/clusters", headers=headers)
+    assert (replay.status_code, replay.json()["code"]) == (401, "replayed")

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
@@ -60,6 +61,8 @@ class DfeGroup(TyperGroup):
             fail(str(error))
         except OperationalError as error:
             fail(f"cannot use the database: {str(error.orig).strip().splitlines()[0]}")
+        except SettingsError as error:
+            fail(f"bad setting: {error}")
 
 
 def actor() -> str:
@@ -68,7 +71,10 @@ def actor() -> str:
 
 
 def settings() -> Settings:
-    return get_settings()
+    try:
+        return get_settings()
+    except ValidationError as error:
+        fail(f"bad setting: {describe_validation_error(error)}")
 
 
 def database() -> Database:

@@ -93,7 +93,7 @@ def _setup(email: str, password: str, *, force: bool, local_cluster: bool) -> No
                 setup_service.create_local_cluster(session, config.data_dir)
     finally:
         db.dispose()
-    files = setup_service.write_key_files(result, config.data_dir, config.console_url)
+    files = setup_service.write_key_files(result, config.data_dir, config.effective_console_url)
     stdout.print(f"administrator [bold]{result.admin.email}[/] ready")
     for path in files:
         stdout.print(f"wrote {path} (mode 0600)")
@@ -155,5 +155,5 @@ def up(
         )
     elif not config.data_dir.exists():
         fail(f"data directory {config.data_dir} is missing")
-    stdout.print(f"Console API: {config.console_url}/api/v1/health")
+    stdout.print(f"Console API: {config.effective_console_url}/api/v1/health")
     serve_console(host=None, port=None, workers=1)

@@ -61,7 +61,7 @@ async def request_body(request: Request) -> bytes:
     return await request.body()
 
 
-def signed_url(request: Request, trusted_proxies: list[str]) -> str:
+def signed_url(request: Request, trusted_proxies: frozenset[str]) -> str:
     """The URL as the client sent it: what `@authority` and `@target-uri` were signed over.
 
     Forwarded scheme and host are believed only from a trusted proxy.
@@ -141,7 +141,7 @@ def authenticate(
     try:
         verified = verify_request(
             request.method,
-            signed_url(request, settings.trusted_proxies),
+            signed_url(request, settings.proxies),
             request.headers,
             body,
             resolve_secret=resolve_secret,
