@@ -252,3 +252,16 @@ def test_the_installed_command_prints_no_traceback(cli_env):
     assert result.returncode == 2
     assert result.stderr.strip() == "error: cluster 'missing' does not exist"
     assert result.stdout == ""
+
+
+def test_audit_log_records_cli_changes(dfe):
+    build_estate(dfe)
+    dfe("cluster", "update", "east", "--capacity", "7")
+    entries = _json(dfe("audit", "--target", "east", "--json"))
+    assert entries[0]["action"] == "cluster.update"
+    assert entries[0]["actor"].startswith("cli:")
+    assert (entries[0]["before"]["max_instances"], entries[0]["after"]["max_instances"]) == (100, 7)
+    servers = _json(dfe("audit", "--action", "server.create", "--json"))
+    assert {e["target_name"] for e in servers} == {"db1", "web1", "app1"}
+    db1 = next(e for e in servers if e["target_name"] == "db1")
+    assert db1["after"]["config"]["admin_password"] == "********"

@@ -17,6 +17,7 @@ app = typer.Typer(
 app.command("setup")(system.setup)
 app.command("up")(system.up)
 app.command("restore")(archive.restore)
+app.command("audit")(system.audit)
 app.add_typer(system.db_app, name="db")
 app.add_typer(system.config_app, name="config")
 app.add_typer(system.serve_app, name="serve")

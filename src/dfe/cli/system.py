@@ -18,13 +18,16 @@ from dfe.cli.common import (
     database,
     fail,
     print_json,
+    print_table,
     read_password,
+    reading,
     settings,
     stdout,
 )
 from dfe.db import migrate
 from dfe.models import Cluster
-from dfe.schemas import ServiceUserCreate
+from dfe.schemas import AuditPublic, ServiceUserCreate
+from dfe.services import audit as audit_service
 from dfe.services import setup as setup_service
 
 db_app = typer.Typer(cls=DfeGroup, help="The Console's database.", no_args_is_help=True)
@@ -157,3 +160,26 @@ def up(
         fail(f"data directory {config.data_dir} is missing")
     stdout.print(f"Console API: {config.effective_console_url}/api/v1/health")
     serve_console(host=None, port=None, workers=1)
+
+
+def audit(
+    actor: Annotated[str | None, typer.Option("--actor", help="Actors containing this.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Target name.")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="e.g. cluster.delete")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    as_json: bool = JsonOption,
+) -> None:
+    """Read the audit log, newest first."""
+    with reading() as session:
+        rows = [
+            AuditPublic.model_validate(entry)
+            for entry in audit_service.entries(
+                session, actor=actor, target=target, action=action, limit=limit
+            )
+        ]
+    print_table(
+        rows,
+        ("at", "actor", "action", "target_type", "target_name"),
+        as_json=as_json,
+        title="Audit log",
+    )

@@ -50,11 +50,18 @@ def _plain(value: Any) -> Any:
 
 
 def entries(
-    session: Session, *, actor: str | None = None, target: str | None = None, limit: int = 100
+    session: Session,
+    *,
+    actor: str | None = None,
+    target: str | None = None,
+    action: str | None = None,
+    limit: int = 100,
 ) -> list[AuditEntry]:
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if actor:
-        query = query.where(AuditEntry.actor == actor)
+        query = query.where(AuditEntry.actor.contains(actor))
     if target:
         query = query.where(AuditEntry.target_name == target)
+    if action:
+        query = query.where(AuditEntry.action == action)
     return list(session.scalars(query))
