@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 
 os.environ.setdefault("DFE_ARGON2_TIME_COST", "1")
 os.environ.setdefault("DFE_ARGON2_MEMORY_COST", "1024")
+os.environ.setdefault("DFE_QUEUE_EAGER", "true")
 
 from dfe.config import get_settings
 from dfe.crypto import Keyring, install_keyring

@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     console_host: str = "127.0.0.1"
     console_port: int = 8000
     redis_url: str | None = Field(default=None, description="Shared replay cache and counters.")
+    broker_url: str | None = Field(
+        default=None,
+        description="Job queue: redis://... or amqp://...; default SQLite in data_dir.",
+    )
+    queue_eager: bool = Field(
+        default=False, description="Run jobs inside the process that asks (tests, debugging)."
+    )
+    default_cluster: str = Field(
+        default="local", description="Where instances launch when the caller names no cluster."
+    )
+    job_lease_seconds: int = Field(
+        default=300, description="A running job whose worker is silent this long is taken over."
+    )
     trusted_proxies: str = Field(
         default="",
         description="Comma-separated addresses whose X-Forwarded-Proto/Host headers are believed.",
@@ -70,6 +83,10 @@ class Settings(BaseSettings):
         return self.console_url or f"http://{self.console_host}:{self.console_port}"
 
     @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'queue.db'}"
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return normalize_database_url(self.database_url)
@@ -86,7 +103,7 @@ class Settings(BaseSettings):
                 value = "********" if value.get_secret_value() else ""
             elif name == "database_url":
                 value = make_url(self.effective_database_url).render_as_string(hide_password=True)
-            elif name == "redis_url" and value:
+            elif name in ("redis_url", "broker_url") and value:
                 value = make_url(value).render_as_string(hide_password=True)
             shown[name] = str(value) if isinstance(value, Path) else value
         return shown

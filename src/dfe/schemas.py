@@ -43,7 +43,7 @@ MASK = "********"
 
 def _resource_name(value: str) -> str:
     value = value.strip().lower()
-    if not _RESOURCE_NAME.match(value):
+    if not _RESOURCE_NAME.fullmatch(value):
         raise ValueError(
             "must be 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter "
             "or digit"
@@ -54,7 +54,7 @@ def _resource_name(value: str) -> str:
 def _dns_name(value: str) -> str:
     value = value.strip().lower().rstrip(".")
     labels = value.split(".")
-    if len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+    if len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
         raise ValueError("must be a DNS name such as 'apps.example.com'")
     return value
 
@@ -301,6 +301,14 @@ class InstancePublic(Output):
     archived: bool = False
 
 
+class InstanceCreate(Input):
+    name: str = Field(min_length=1, max_length=63, description="A DNS label: the host name.")
+    cluster: str | None = Field(default=None, description="Default: the configured cluster.")
+    owner: str | None = Field(
+        default=None, description="The owning user's email (administrators only)."
+    )
+
+
 # Archive
 
 
@@ -378,3 +386,10 @@ class AuditPublic(Output):
     target_name: str | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+
+
+class InstanceLaunched(BaseModel):
+    """A launch or deletion accepted: the instance as it stands and the job doing the work."""
+
+    instance: InstancePublic
+    job: JobPublic

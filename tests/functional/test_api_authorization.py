@@ -223,7 +223,13 @@ def test_policy_table():
         Action.REGISTER_USER,
         Action.CHECK_LOGIN,
     }
-    own = {Action.OWN_ACCOUNT, Action.INSTANCES_READ, Action.INSTANCE_STATUS, Action.JOBS_READ}
+    own = {
+        Action.OWN_ACCOUNT,
+        Action.INSTANCES_READ,
+        Action.INSTANCES_WRITE,
+        Action.INSTANCE_STATUS,
+        Action.JOBS_READ,
+    }
     assert {a for a in Action if allowed(acting, a)} == own
     assert {a for a in Action if allowed(user, a)} == own
     assert {a for a in Action if allowed(server, a)} == {Action.INSTANCE_CONFIG}

@@ -29,6 +29,7 @@ class Action(enum.StrEnum):
     CHECK_LOGIN = "logins.check"
     OWN_ACCOUNT = "account.own"  # the acting user's own profile
     INSTANCES_READ = "instances.read"  # lists; a user sees their own
+    INSTANCES_WRITE = "instances.write"  # launch and delete; a user, their own
     INSTANCE_STATUS = "instances.status"  # one instance: its owner, or the instance itself
     JOBS_READ = "jobs.read"  # a user sees their own
     INSTANCE_CONFIG = "instances.config"  # web servers: instances placed on them
@@ -39,7 +40,13 @@ class Action(enum.StrEnum):
 
 
 _USER_ACTIONS = frozenset(
-    {Action.OWN_ACCOUNT, Action.INSTANCES_READ, Action.JOBS_READ, Action.INSTANCE_STATUS}
+    {
+        Action.OWN_ACCOUNT,
+        Action.INSTANCES_READ,
+        Action.INSTANCES_WRITE,
+        Action.JOBS_READ,
+        Action.INSTANCE_STATUS,
+    }
 )
 _DASHBOARD_ACTIONS = frozenset({Action.REGISTER_USER, Action.CHECK_LOGIN})
 

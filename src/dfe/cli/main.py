@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dfe import __version__
-from dfe.cli import archive, estate, keys, people, system
+from dfe.cli import archive, estate, instances, keys, people, system
 from dfe.cli.common import DfeGroup
 
 app = typer.Typer(
@@ -18,6 +18,10 @@ app.command("setup")(system.setup)
 app.command("up")(system.up)
 app.command("restore")(archive.restore)
 app.command("audit")(system.audit)
+app.command("reconcile")(instances.reconcile)
+app.command("worker")(instances.worker)
+app.add_typer(instances.instance_app, name="instance")
+app.add_typer(instances.job_app, name="job")
 app.add_typer(system.db_app, name="db")
 app.add_typer(system.config_app, name="config")
 app.add_typer(system.serve_app, name="serve")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -140,7 +142,8 @@ def serve_console(
 def up(
     email: Annotated[str, typer.Option("--email")] = DEFAULT_ADMIN_EMAIL,
 ) -> None:
-    """Run the whole system on this machine (embedded default: SQLite, local storage)."""
+    """Run the whole system on this machine: the Console and a worker (embedded default:
+    SQLite database, local storage, a job queue in SQLite)."""
     config = settings()
     db = database()
     try:
@@ -159,7 +162,13 @@ def up(
     elif not config.data_dir.exists():
         fail(f"data directory {config.data_dir} is missing")
     stdout.print(f"Console API: {config.effective_console_url}/api/v1/health")
-    serve_console(host=None, port=None, workers=1)
+    worker = subprocess.Popen([sys.executable, "-m", "dfe", "worker"])
+    stdout.print(f"worker: process {worker.pid}")
+    try:
+        serve_console(host=None, port=None, workers=1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def audit(

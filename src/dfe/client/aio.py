@@ -38,6 +38,8 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    InstanceCreate,
+    InstanceLaunched,
     InstancePublic,
     JobPublic,
     KeyCreate,
@@ -386,6 +388,14 @@ class AsyncConsoleClient:
 
     async def get_instance(self, name: str) -> InstancePublic:
         return await self.call(calls.get_instance(name))
+
+    async def launch_instance(self, data: InstanceCreate) -> InstanceLaunched:
+        """Launch an instance; 202: the returned job provisions it (follow with get_job)."""
+        return await self.call(calls.launch_instance(data))
+
+    async def delete_instance(self, name: str) -> InstanceLaunched:
+        """Delete an instance; the returned job drops its data and archives its records."""
+        return await self.call(calls.delete_instance(name))
 
     async def list_jobs(
         self,

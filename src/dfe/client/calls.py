@@ -33,6 +33,8 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    InstanceCreate,
+    InstanceLaunched,
     InstancePublic,
     JobPublic,
     KeyCreate,
@@ -90,7 +92,13 @@ class Call(Generic[T]):
 
 
 def path(template: str, **parts: Ref) -> str:
-    return template.format(**{name: quote(str(value), safe="") for name, value in parts.items()})
+    return template.format(**{name: _segment(value) for name, value in parts.items()})
+
+
+def _segment(value: Ref) -> str:
+    """One path segment, percent-encoded; "." and ".." too, which URLs would resolve away."""
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in {".", ".."} else text
 
 
 def query(**values: Any) -> tuple[tuple[str, str], ...]:
@@ -104,6 +112,9 @@ def _query_value(value: Any) -> str:
     if isinstance(value, enum.Enum):
         return str(value.value)
     if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            # The Console keeps UTC; a naive time could be anyone's local time.
+            raise ValueError(f"{value!r} has no time zone: use an aware datetime (e.g. in UTC)")
         return value.isoformat()
     return str(value)
 
@@ -409,6 +420,14 @@ def list_instances(
 
 def get_instance(name: str) -> Call[InstancePublic]:
     return _get("/instances/{name}", model(InstancePublic), name=name)
+
+
+def launch_instance(data: InstanceCreate) -> Call[InstanceLaunched]:
+    return _create("/instances", data, InstanceLaunched)
+
+
+def delete_instance(name: str) -> Call[InstanceLaunched]:
+    return Call("DELETE", path("/instances/{name}", name=name), model(InstanceLaunched))
 
 
 def list_jobs(

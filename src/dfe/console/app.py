@@ -16,6 +16,7 @@ from dfe.console.api import admin, estate, instances, people, problems
 from dfe.console.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from dfe.db.migrate import current_revision, head_revision
 from dfe.db.session import Database, open_database
+from dfe.jobs.queue import dispatcher_for
 
 API_PREFIX = "/api/v1"
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.database = database
     app.state.nonces = nonce_store(database, settings.redis_url)
+    app.state.dispatcher = dispatcher_for(database, settings)
     problems.install(app)
     app.include_router(health, prefix=API_PREFIX)
     for router in [*estate.routers, *people.routers, instances.router, *admin.routers]:

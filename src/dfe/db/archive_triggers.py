@@ -65,7 +65,7 @@ def _context_expressions(dialect: str) -> tuple[str, str, str]:
     return (
         "strftime('%Y-%m-%d %H:%M:%f', 'now')",
         f"COALESCE({context.format('actor')}, 'sql')",
-        f"COALESCE({context.format('batch')}, 'sql-' || strftime('%Y%m%d%H%M%f', 'now'))",
+        f"COALESCE({context.format('batch')}, 'sql-' || lower(hex(randomblob(8))))",
     )
 
 
@@ -82,6 +82,16 @@ def _body_statements(live: Table, dialect: str, quote: object) -> list[str]:
         f"INSERT INTO {q(archive.name)} ({', '.join(names)}, archived_at, archived_by, "
         f"archive_batch) VALUES ({', '.join('OLD.' + n for n in names)}, {at}, {by}, {batch})"
     )
+    if dialect == "sqlite" and len(statements) > 1:
+        # SQLite has no transaction id: in a shell, a row and the children it takes
+        # along share a batch made up here, for the length of this trigger.
+        statements.insert(
+            0,
+            f"INSERT INTO {SQLITE_CONTEXT_TABLE} (batch, actor, automatic) "
+            f"SELECT 'sql-' || lower(hex(randomblob(8))), NULL, 1 "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {SQLITE_CONTEXT_TABLE})",
+        )
+        statements.append(f"DELETE FROM {SQLITE_CONTEXT_TABLE} WHERE automatic = 1")
     return statements
 
 
@@ -133,6 +143,42 @@ def _sqlite_foreign_key_triggers() -> dict[str, str]:
     return triggers
 
 
+# Instance counters: server_t and cluster_t count their live instances, so placement
+# reads one row instead of counting, and the counts hold by every path (plain SQL too).
+_COUNTED = {"insert": ("AFTER INSERT", "NEW", "+"), "delete": ("AFTER DELETE", "OLD", "-")}
+
+
+def _counter_triggers(dialect: str) -> dict[str, list[str]]:
+    """Trigger name -> statements creating it, for the instance counters."""
+    triggers = {}
+    for event, (timing, row, sign) in _COUNTED.items():
+        name = f"dfe_count_instance_t_{event}"
+        body = (
+            f"UPDATE server_t SET instance_count = instance_count {sign} 1 WHERE id IN "
+            f"({row}.db_server_id, {row}.web_server_id, {row}.app_server_id);\n  "
+            f"UPDATE cluster_t SET instance_count = instance_count {sign} 1 "
+            f"WHERE id = {row}.cluster_id;"
+        )
+        if dialect == "postgresql":
+            triggers[name] = [
+                f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+                f"BEGIN\n  {body}\n  RETURN {row};\nEND $$",
+                f"CREATE TRIGGER {name} {timing} ON instance_t "
+                f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+            ]
+        else:
+            triggers[name] = [
+                f"CREATE TRIGGER {name} {timing} ON instance_t FOR EACH ROW\nBEGIN\n  {body}\nEND"
+            ]
+    return triggers
+
+
+def _drop_trigger(name: str, table: str, dialect: str) -> str:
+    if dialect == "postgresql":
+        return f"DROP TRIGGER IF EXISTS {name} ON {table}"
+    return f"DROP TRIGGER IF EXISTS {name}"
+
+
 def _drop_statement(live: Table, dialect: str) -> str:
     if dialect == "postgresql":
         return f"DROP TRIGGER IF EXISTS {trigger_name(live)} ON {live.name}"
@@ -155,6 +201,9 @@ def drop_archive_triggers(connection: Connection) -> None:
     for live in ARCHIVED_TABLES:
         if live.name in tables:
             connection.execute(text(_drop_statement(live, dialect)))
+    if "instance_t" in tables:
+        for name in _counter_triggers(dialect):
+            connection.execute(text(_drop_trigger(name, "instance_t", dialect)))
     if dialect == "sqlite":
         for name in _sqlite_foreign_key_triggers():
             connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
@@ -164,15 +213,22 @@ def install_archive_triggers(connection: Connection) -> None:
     """(Re)create every archive trigger; idempotent."""
     dialect = connection.dialect.name
     if dialect == "sqlite":
+        # Transient rows only (inserted and deleted within one transaction), so the
+        # table can always be made anew.
+        connection.execute(text(f"DROP TABLE IF EXISTS {SQLITE_CONTEXT_TABLE}"))
         connection.execute(
             text(
-                f"CREATE TABLE IF NOT EXISTS {SQLITE_CONTEXT_TABLE} ("
-                "id INTEGER PRIMARY KEY AUTOINCREMENT, batch TEXT NOT NULL, actor TEXT)"
+                f"CREATE TABLE {SQLITE_CONTEXT_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "batch TEXT NOT NULL, actor TEXT, automatic INTEGER NOT NULL DEFAULT 0)"
             )
         )
         for name, statement in _sqlite_foreign_key_triggers().items():
             connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
             connection.execute(text(statement))
+    for name, statements in _counter_triggers(dialect).items():
+        connection.execute(text(_drop_trigger(name, "instance_t", dialect)))
+        for statement in statements:
+            _execute_verbatim(connection, statement)
     quote = connection.dialect.identifier_preparer
     for live in ARCHIVED_TABLES:
         connection.execute(text(_drop_statement(live, dialect)))
@@ -194,7 +250,7 @@ def installed_archive_triggers(connection: Connection) -> set[str]:
 
 
 def expected_triggers(dialect: str) -> list[str]:
-    names = [trigger_name(t) for t in ARCHIVED_TABLES]
+    names = [trigger_name(t) for t in ARCHIVED_TABLES] + list(_counter_triggers(dialect))
     if dialect == "sqlite":
         names += list(_sqlite_foreign_key_triggers())
     return names

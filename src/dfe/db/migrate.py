@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import Connection, inspect
 
 from dfe.db.archive_triggers import (
     drop_archive_triggers,
@@ -86,6 +86,13 @@ def check(database: Database) -> CheckReport:
         report.problems += [f"schema differs from the models: {diff}" for diff in diffs]
         if not diffs:
             report.checked.append("tables, columns, indexes and constraints match the models")
+        if connection.dialect.name == "sqlite":
+            reused = _sqlite_tables_reusing_ids(connection)
+            report.problems += [
+                f"{table} lost AUTOINCREMENT: a deleted id could come back" for table in reused
+            ]
+            if not reused:
+                report.checked.append("ids are never reused (AUTOINCREMENT on SQLite)")
         missing = missing_archive_triggers(connection)
         report.problems += [
             f"archive trigger {name} is missing: run `dfe db upgrade`" for name in missing
@@ -106,3 +113,16 @@ def check(database: Database) -> CheckReport:
         if all(column in cascading for column, _ in OWNER_COLUMNS.values()):
             report.checked.append("app keys are destroyed with their owners (ON DELETE CASCADE)")
     return report
+
+
+def _sqlite_tables_reusing_ids(connection: Connection) -> list[str]:
+    """Tables the models declare AUTOINCREMENT for whose SQLite DDL lacks it (an Alembic
+    batch migration rebuilds a table without it unless told)."""
+    rows = connection.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type='table'")
+    ddl: dict[str, str | None] = dict(rows.all())
+    return [
+        table.name
+        for table in Base.metadata.sorted_tables
+        if table.dialect_options["sqlite"].get("autoincrement")
+        and "AUTOINCREMENT" not in (ddl.get(table.name) or "").upper()
+    ]

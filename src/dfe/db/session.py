@@ -128,10 +128,11 @@ def _around_bulk_delete(state: ORMExecuteState) -> Any:
         return None
     connection = state.session.connection()
     _set_archive_context(connection, archive_batch(state.session), state.session.info.get(ACTOR))
-    try:
-        return state.invoke_statement()
-    finally:
-        _clear_archive_context(connection)
+    result = state.invoke_statement()
+    # Only on success: after a refused delete the transaction may be unusable (on
+    # PostgreSQL), and the context dies with its rollback anyway.
+    _clear_archive_context(connection)
+    return result
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:

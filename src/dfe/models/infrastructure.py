@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dfe.db.base import Base, EncryptedJSON, JsonDoc
@@ -39,6 +39,10 @@ class Server(IdMixin, TimestampMixin, Base):
     # A db server's driver, port and admin credentials: encrypted as a whole.
     config: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict, nullable=False)
     max_instances: Mapped[int | None] = mapped_column(Integer)
+    # Live instances placed here; kept by triggers on instance_t (see dfe.db.archive_triggers).
+    instance_count: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0"), nullable=False
+    )
     is_enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
 
     mount: Mapped[Mount | None] = relationship(lazy="joined")
@@ -50,6 +54,9 @@ class Cluster(IdMixin, OwnedMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(NAME, unique=True, nullable=False)
     subdomain: Mapped[str] = mapped_column(String(253), nullable=False)
     max_instances: Mapped[int | None] = mapped_column(Integer)
+    instance_count: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0"), nullable=False
+    )
 
 
 class ClusterServer(TimestampMixin, Base):

@@ -79,13 +79,14 @@ class LocalStorage:
 
     # -- layout --------------------------------------------------------------------------------
 
-    def _owner_parts(self, owner_storage_key: str) -> tuple[str, ...]:
-        digest = owner_hash(owner_storage_key)
+    def _owner_parts(self, digest: str) -> tuple[str, ...]:
+        if not _HASH.fullmatch(digest):
+            raise StorageError("not an owner hash")
         return (self.zone, digest[:2], digest)
 
     def paths(self, owner_storage_key: str, instance_name: str) -> InstancePaths:
         validate_label(instance_name)
-        owner_root = self.root.joinpath(*self._owner_parts(owner_storage_key))
+        owner_root = self.root.joinpath(*self._owner_parts(owner_hash(owner_storage_key)))
         instance_root = owner_root / instance_name
         private = instance_root / PRIVATE
         paths = InstancePaths(
@@ -105,7 +106,7 @@ class LocalStorage:
 
     def _tree(self, owner_storage_key: str, instance_name: str) -> list[tuple[str, ...]]:
         """Every directory of an instance's tree, relative to the root, parents first."""
-        owner = self._owner_parts(owner_storage_key)
+        owner = self._owner_parts(owner_hash(owner_storage_key))
         instance = (*owner, instance_name)
         return [
             (*owner, PRIVATE, *OWNER_PRIVATE_DIRS),
@@ -189,7 +190,7 @@ class LocalStorage:
     def exists(self, owner_storage_key: str, instance_name: str) -> bool:
         """Whether the instance's root directory exists (a link in its place: StorageError)."""
         self.paths(owner_storage_key, instance_name)
-        parts = (*self._owner_parts(owner_storage_key), instance_name)
+        parts = (*self._owner_parts(owner_hash(owner_storage_key)), instance_name)
         if not self.root.is_dir():
             return False
         with self._walk(parts, create=False) as fd:
@@ -197,18 +198,26 @@ class LocalStorage:
 
     def remove_instance_tree(self, owner_storage_key: str, instance_name: str) -> bool:
         """Remove the instance's tree; the owner's root and private area (snapshots) stay.
+        See `remove_tree`."""
+        return self.remove_tree(owner_hash(owner_storage_key), instance_name)
+
+    def remove_tree(self, digest: str, instance_name: str) -> bool:
+        """Remove the tree of `instance_name` under the owner whose hash is `digest`.
 
         Returns whether there was something to remove. Links inside the tree are
         removed, never followed; a link in place of the instance root is removed
         as a link. A link above it (zone, shard, owner root) is refused.
         """
-        paths = self.paths(owner_storage_key, instance_name)
+        validate_label(instance_name)
+        owner_root = self.root.joinpath(*self._owner_parts(digest))
+        instance_root = owner_root / instance_name
+        self._assert_inside(instance_root)
         if not self.root.is_dir():
             return False
-        owner_real = os.path.realpath(paths.owner_root)
-        if os.path.exists(owner_real) and owner_real != str(paths.owner_root):
-            raise StorageError(f"refusing {paths.owner_root}: its path goes through a link")
-        with self._walk(self._owner_parts(owner_storage_key), create=False) as owner_fd:
+        owner_real = os.path.realpath(owner_root)
+        if os.path.exists(owner_real) and owner_real != str(owner_root):
+            raise StorageError(f"refusing {owner_root}: its path goes through a link")
+        with self._walk(self._owner_parts(digest), create=False) as owner_fd:
             if owner_fd is None:
                 return False
             try:
@@ -223,7 +232,7 @@ class LocalStorage:
                     os.unlink(instance_name, dir_fd=owner_fd)
             except OSError as exc:
                 raise StorageError(
-                    f"cannot remove {paths.instance_root}: {exc.strerror or exc}"
+                    f"cannot remove {instance_root}: {exc.strerror or exc}"
                 ) from None
         return True
 

@@ -101,9 +101,14 @@ def restore(session: Session, kind: str, ref: str) -> ArchivedPublic:
         in_batch = (child_archive.c.archive_batch == row.archive_batch) & (
             child_archive.c[column] == row.id
         )
-        for child_row in session.execute(select(child_archive).where(in_batch)):
-            _require_parents(session, kind, row.name, child, child_row._mapping, skip=column)
-        _move_back(session, child, child_archive, in_batch)
+        for child_row in session.execute(select(child_archive).where(in_batch)).all():
+            values = child_row._mapping
+            if _other_parent_archived_with(session, child, values, column, row.archive_batch):
+                continue  # it comes back with that other parent, archived in the same batch
+            _require_parents(session, kind, row.name, child, values, skip=column)
+            _move_back(
+                session, child, child_archive, child_archive.c.archive_id == values["archive_id"]
+            )
     if kind == "instance":
         create_key(session, OwnerType.INSTANCE, row.id, label=f"instance {row.name}")
     audit.record(
@@ -123,6 +128,30 @@ def _move_back(session: Session, live: Table, archive: Table, where: Any) -> Non
         insert(live).from_select(names, select(*(archive.c[n] for n in names)).where(where))
     )
     session.execute(delete(archive).where(where))
+
+
+def _other_parent_archived_with(
+    session: Session, table: Table, values: Any, skip: str, batch: str
+) -> bool:
+    """Whether a row's other parent is gone but archived in `batch` (a cluster and
+    its server deleted together leave one membership between two archived rows)."""
+    for fk in table.foreign_keys:
+        parent = fk.column.table
+        if fk.parent.name == skip or parent not in ARCHIVED_TABLES:
+            continue
+        value = values[fk.parent.name]
+        if session.scalar(select(exists().where(fk.column == value))):
+            continue
+        parent_archive = ARCHIVED_TABLES[parent]
+        if session.scalar(
+            select(
+                exists().where(
+                    parent_archive.c.id == value, parent_archive.c.archive_batch == batch
+                )
+            )
+        ):
+            return True
+    return False
 
 
 def _require_parents(

@@ -198,9 +198,14 @@ def delete_cluster(session: Session, ref: str | int) -> None:
     session.flush()
 
 
-def assign_server(session: Session, cluster_ref: str | int, server_ref: str | int) -> None:
+def assign_server(
+    session: Session, cluster_ref: str | int, server_ref: str | int, *, exist_ok: bool = False
+) -> None:
+    """Put a server in a cluster; with `exist_ok`, a server already there is fine."""
     cluster, server = get_cluster(session, cluster_ref), get_server(session, server_ref)
     if session.get(ClusterServer, (cluster.id, server.id)) is not None:
+        if exist_ok:
+            return
         raise Conflict(f"server '{server.name}' is already in cluster '{cluster.name}'")
     session.add(ClusterServer(cluster_id=cluster.id, server_id=server.id))
     flush_or_conflict(session, f"server '{server.name}' is already in cluster '{cluster.name}'")

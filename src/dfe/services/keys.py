@@ -14,7 +14,7 @@ from dfe.models.keys import OWNER_COLUMNS
 from dfe.schemas import KeyPublic, KeyWithSecret
 from dfe.services import audit
 from dfe.services.base import get_by_ref
-from dfe.services.errors import InvalidInput
+from dfe.services.errors import Conflict, InvalidInput
 
 SECRET_BYTES = 32  # 256 bits from the OS CSPRNG
 CLIENT_ID_PREFIX = "dfe_"
@@ -118,7 +118,7 @@ def rotate_key(session: Session, client_id: str, grace: timedelta) -> KeyWithSec
     or until the grace period ends, whichever comes first."""
     old = get_key(session, client_id)
     if old.replaced_by_id is not None:
-        raise InvalidInput(f"key '{client_id}' has already been rotated")
+        raise Conflict(f"key '{client_id}' has already been rotated")
     new = create_key(session, old.owner_type, old.owner_id, label=old.label)
     deadline = utcnow() + grace
     old.replaced_by_id = new.id

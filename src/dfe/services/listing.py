@@ -66,8 +66,11 @@ def paginate(
     if not 1 <= request.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit: must be between 1 and {MAX_LIMIT}")
     if request.q:
-        pattern = f"%{request.q.lower()}%"
-        query = query.where(or_(*(func.lower(column).like(pattern) for column in searchable)))
+        escaped = request.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        query = query.where(
+            or_(*(func.lower(column).like(pattern, escape="\\") for column in searchable))
+        )
     sort = request.sort or default_sort
     field = sort.removeprefix("-")
     if field not in sortable:

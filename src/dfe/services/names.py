@@ -22,9 +22,9 @@ def instance_name_problem(name: str, reserved: frozenset[str] = RESERVED_NAMES) 
         return f"must be {MIN_LENGTH} to {MAX_LENGTH} characters long"
     if name != name.lower():
         return "must be lower case"
-    if not name[0].isalpha() or not name.isascii():
+    if not ("a" <= name[0] <= "z"):
         return "must start with a letter (a-z)"
-    if not _LABEL.match(name):
+    if not _LABEL.fullmatch(name):
         return "may contain only letters a-z, digits and hyphens"
     if name.endswith("-"):
         return "must not end with a hyphen"

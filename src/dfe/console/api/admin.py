@@ -1,6 +1,6 @@
 """App keys, the archive, rate limits and the audit log: the operators' tools."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -198,9 +198,9 @@ def audit_log(
     if action:
         entries = entries.where(AuditEntry.action == action)
     if since:
-        entries = entries.where(AuditEntry.at >= since)
+        entries = entries.where(AuditEntry.at >= _as_utc(since))
     if until:
-        entries = entries.where(AuditEntry.at < until)
+        entries = entries.where(AuditEntry.at < _as_utc(until))
     page = paginate(
         session,
         entries,
@@ -215,6 +215,11 @@ def audit_log(
         total=page.total,
         next_cursor=page.next_cursor,
     )
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """A time given without a zone is taken as UTC, the zone of every stored time."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 limits_resource = Resource(

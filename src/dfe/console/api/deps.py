@@ -189,17 +189,24 @@ def _principal(session: Session, key: _KeyRow, user_token: str | None) -> Princi
     return replace(base, label=key.label)
 
 
+_LOG_IN_AGAIN = "the user token is invalid or expired: log in again"
+
+
 def _token_user(session: Session, key: _KeyRow, user_token: str) -> User:
     claims = tokens.read(user_token)
     if claims is None or claims.client_id != key.client_id:
-        raise Unauthorized("the user token is invalid or expired: log in again")
+        raise SignatureProblem(
+            "invalid_user_token", "the user token is invalid or expired: log in again"
+        )
     user = session.get(User, claims.user_id)
     if (
         user is None
         or not user.is_active
         or tokens.password_fingerprint(user.password_hash) != claims.fingerprint
     ):
-        raise Unauthorized("the user token is invalid or expired: log in again")
+        raise SignatureProblem(
+            "invalid_user_token", "the user token is invalid or expired: log in again"
+        )
     return user
 
 

@@ -110,7 +110,7 @@ def cluster_servers(
 def assign(
     cluster: str, server: str, session: SessionDep, _: Any = requires(Action.ESTATE_WRITE)
 ) -> Response:
-    estate.assign_server(session, cluster, server)
+    estate.assign_server(session, cluster, server, exist_ok=True)
     session.commit()
     return Response(status_code=204)
 

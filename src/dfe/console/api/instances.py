@@ -2,19 +2,20 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
 
 from dfe.auth.permissions import Action
 from dfe.auth.principals import Principal
 from dfe.console.api.crud import ListResponse
-from dfe.console.api.deps import SessionDep, list_query, requires
+from dfe.console.api.deps import SessionDep, SettingsDep, list_query, requires
 from dfe.enums import OwnerType
 from dfe.models import Instance, Job
-from dfe.schemas import InstancePublic, JobPublic
-from dfe.services import instances
+from dfe.provisioning import engine
+from dfe.schemas import InstanceCreate, InstanceLaunched, InstancePublic, JobPublic
+from dfe.services import identity, infrastructure, instances, jobs
 from dfe.services.base import MAX_ID
-from dfe.services.errors import NotFound
+from dfe.services.errors import Forbidden, InvalidInput, NotFound
 from dfe.services.listing import ListQuery, paginate
 
 router = APIRouter(tags=["instances"])
@@ -64,6 +65,63 @@ def show_instance(
     principal: Annotated[Principal, requires(Action.INSTANCE_STATUS)],
 ) -> Any:
     return instances.find_instance(session, name, **_scope(principal))
+
+
+@router.post(
+    "/instances",
+    response_model=InstanceLaunched,
+    status_code=202,
+    summary="Launch an instance (provisioned by a job)",
+)
+def launch_instance(
+    data: InstanceCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, requires(Action.INSTANCES_WRITE)],
+) -> Any:
+    if data.owner is not None and not principal.is_administrator:
+        raise Forbidden("only administrators may launch instances for someone else")
+    if principal.user_id is not None:
+        owner = identity.get_user(session, principal.user_id)
+    elif data.owner is not None:
+        owner = identity.get_user(session, data.owner)
+    else:
+        raise InvalidInput("owner: name the user who will own the instance")
+    cluster = infrastructure.get_cluster(session, data.cluster or settings.default_cluster)
+    instance, job = engine.launch(session, owner, data.name, cluster.id)
+    session.commit()
+    request.app.state.dispatcher.dispatch(job.id)
+    session.expire_all()
+    return _launched(session, instance.name, job.id)
+
+
+@router.delete(
+    "/instances/{name}",
+    response_model=InstanceLaunched,
+    status_code=202,
+    summary="Delete an instance: its database and files go, its records to the archive",
+)
+def delete_instance(
+    name: str,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, requires(Action.INSTANCES_WRITE)],
+) -> Any:
+    instances.find_instance(session, name, **_scope(principal))  # 404 unless visible
+    job = engine.request_deprovision(session, name)
+    instance_name = job.instance_name or name
+    session.commit()
+    request.app.state.dispatcher.dispatch(job.id)
+    session.expire_all()
+    return _launched(session, instance_name, job.id)
+
+
+def _launched(session: SessionDep, name: str, job_id: int) -> InstanceLaunched:
+    return InstanceLaunched(
+        instance=instances.find_instance(session, name),
+        job=JobPublic.model_validate(jobs.get_job(session, job_id)),
+    )
 
 
 @router.get("/jobs", response_model=ListResponse[JobPublic], summary="List jobs")

@@ -1,0 +1,5 @@
+"""`python -m dfe ...` is the `dfe` command."""
+
+from dfe.cli.main import run
+
+run()

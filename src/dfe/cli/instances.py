@@ -1,0 +1,191 @@
+"""`dfe instance ...`, `dfe job ...`, `dfe reconcile` and `dfe worker`: instances and their jobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn
+
+from dfe.cli.common import (
+    DfeGroup,
+    JsonOption,
+    YesOption,
+    confirm,
+    database,
+    fail,
+    print_json,
+    print_record,
+    print_table,
+    reading,
+    settings,
+    stdout,
+    transaction,
+)
+from dfe.enums import JobStatus
+from dfe.jobs.queue import dispatcher_for, run_worker
+from dfe.provisioning import engine
+from dfe.services import identity, infrastructure, instances, jobs
+
+instance_app = typer.Typer(cls=DfeGroup, help="Instances.", no_args_is_help=True)
+job_app = typer.Typer(cls=DfeGroup, help="Jobs: provisioning and the like.", no_args_is_help=True)
+
+INSTANCE_COLUMNS = ("name", "owner", "cluster", "provision_state", "host", "created_at")
+JOB_COLUMNS = ("id", "kind", "instance_name", "status", "step", "progress", "message")
+WaitOption = typer.Option(False, "--wait", help="Show progress until the job ends.")
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+def _dispatch(job_id: int) -> None:
+    config = settings()
+    db = database()
+    try:
+        dispatcher_for(db, config).dispatch(job_id)
+    finally:
+        db.dispose()
+
+
+def _follow(job_id: int, timeout: float = 600) -> None:
+    """Show a job's progress until it ends; exit 1 if it failed."""
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[step]}"),
+        console=stdout,
+    ) as progress:
+        task = progress.add_task(f"job {job_id}", total=100, step="queued")
+        while True:
+            with reading() as session:
+                job = jobs.public(jobs.get_job(session, job_id))
+            progress.update(task, completed=job.progress, step=job.step or "")
+            if job.status in TERMINAL:
+                break
+            if time.monotonic() > deadline:
+                fail(
+                    f"job {job_id} is still {job.status.value} after {timeout:.0f} s: "
+                    "is a worker running (`dfe worker`)?",
+                    code=1,
+                )
+            time.sleep(0.5)
+    if job.status is JobStatus.FAILED:
+        fail(f"job {job_id} failed: {job.message}", code=1)
+    stdout.print(f"job {job_id} {job.status.value}")
+
+
+@instance_app.command("provision")
+def instance_provision(
+    name: str,
+    owner: Annotated[str, typer.Option("--owner", help="The owning user's email.")],
+    cluster: Annotated[str | None, typer.Option("--cluster")] = None,
+    wait: bool = WaitOption,
+) -> None:
+    """Launch an instance: place it, then provision its database and storage in a job."""
+    with transaction() as session:
+        user = identity.get_user(session, owner)
+        target = infrastructure.get_cluster(session, cluster or settings().default_cluster)
+        instance, job = engine.launch(session, user, name, target.id)
+        job_id, host = job.id, instances.host_of(instance)
+    stdout.print(f"instance [bold]{name}[/] ({host}) queued as job {job_id}")
+    _dispatch(job_id)
+    if wait:
+        _follow(job_id)
+
+
+@instance_app.command("deprovision")
+def instance_deprovision(name: str, yes: bool = YesOption, wait: bool = WaitOption) -> None:
+    """Delete an instance: drop its database and files, archive its records."""
+    confirm(f"Delete instance {name} and its data?", yes)
+    with transaction() as session:
+        job_id = engine.request_deprovision(session, name).id
+    stdout.print(f"deprovisioning [bold]{name}[/] as job {job_id}")
+    _dispatch(job_id)
+    if wait:
+        _follow(job_id)
+
+
+@instance_app.command("list")
+def instance_list(
+    owner: Annotated[str | None, typer.Option("--owner")] = None, as_json: bool = JsonOption
+) -> None:
+    """List live instances."""
+    with reading() as session:
+        user = identity.get_user(session, owner) if owner else None
+        rows = instances.instance_publics(session, instances.list_instances(session, user))
+    print_table(rows, INSTANCE_COLUMNS, as_json=as_json, title="Instances")
+
+
+@instance_app.command("show")
+def instance_show(name: str, as_json: bool = JsonOption) -> None:
+    """Show an instance's status (archived ones too)."""
+    with reading() as session:
+        print_record(instances.find_instance(session, name), as_json=as_json)
+
+
+@job_app.command("list")
+def job_list(
+    status: Annotated[JobStatus | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    as_json: bool = JsonOption,
+) -> None:
+    """List jobs, newest first."""
+    with reading() as session:
+        rows = [jobs.public(job) for job in jobs.list_jobs(session, limit=limit, status=status)]
+    print_table(rows, JOB_COLUMNS, as_json=as_json, title="Jobs")
+
+
+@job_app.command("show")
+def job_show(job_id: int, wait: bool = WaitOption, as_json: bool = JsonOption) -> None:
+    """Show a job (and, with --wait, follow it to its end)."""
+    if wait:
+        _follow(job_id)
+    with reading() as session:
+        print_record(jobs.public(jobs.get_job(session, job_id)), as_json=as_json)
+
+
+def reconcile(
+    fix: Annotated[bool, typer.Option("--fix", help="Remove the orphans found.")] = False,
+    as_json: bool = JsonOption,
+) -> None:
+    """Take over jobs whose worker died, and find what belongs to no live instance."""
+    config = settings()
+    db = database()
+    try:
+        report = engine.reconcile(db, config, fix=fix)
+    finally:
+        db.dispose()
+    if as_json:
+        print_json(
+            {
+                "resumed_jobs": report.resumed_jobs,
+                "requeued_jobs": report.requeued_jobs,
+                "orphans": [vars(o) for o in report.orphans],
+                "removed": [vars(o) for o in report.removed],
+            }
+        )
+        return
+    for job_id in report.resumed_jobs:
+        stdout.print(f"resumed job {job_id} (its worker had stopped)")
+    for job_id in report.requeued_jobs:
+        stdout.print(f"queued job {job_id} again (no worker had taken it)")
+    for orphan in report.orphans:
+        verb = "removed" if orphan in report.removed else "found"
+        stdout.print(f"{verb} orphan {orphan.kind} {orphan.name} on {orphan.server}")
+    if not (report.resumed_jobs or report.requeued_jobs or report.orphans):
+        stdout.print("nothing to do: every job is alive and nothing is orphaned")
+    elif report.orphans and not fix:
+        stdout.print("run again with --fix to remove the orphans")
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 2,
+) -> None:
+    """Run a worker: takes jobs from the queue (after reconciling what a dead one left)."""
+    config = settings()
+    db = database()
+    try:
+        engine.reconcile(db, config, fix=False)
+    finally:
+        db.dispose()
+    run_worker(config, concurrency)

@@ -1,0 +1,108 @@
+"""Queue wiring: how a job id reaches a worker, and the worker itself.
+
+Celery is dispatch only (no result backend): the broker is SQLite in the data
+directory by default (one worker), or Redis or RabbitMQ by URL for many
+workers on many machines. With `queue_eager` the job runs at once in the
+process that asked (tests, debugging).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Protocol
+
+from celery import Celery
+
+from dfe.config import Settings, get_settings
+from dfe.db.session import Database, open_database
+from dfe.provisioning.engine import JobRunner
+
+TASK_NAME = "dfe.run_job"
+# Redis and RabbitMQ redeliver (or kill) an unacknowledged task after a while;
+# jobs acknowledge when done, so allow them hours.
+_REDELIVERY = {"visibility_timeout": 6 * 3600}
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, job_id: int) -> None: ...
+
+
+class InlineDispatcher:
+    """Runs the job in this process, before returning (queue_eager)."""
+
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self._runner = JobRunner(database, settings)
+
+    def dispatch(self, job_id: int) -> None:
+        self._runner.run(job_id)
+
+
+class QueueDispatcher:
+    def __init__(self, settings: Settings) -> None:
+        self._app = celery_app(settings)
+
+    def dispatch(self, job_id: int) -> None:
+        self._app.send_task(TASK_NAME, args=[job_id])
+
+
+def dispatcher_for(database: Database, settings: Settings) -> Dispatcher:
+    if settings.queue_eager:
+        return InlineDispatcher(database, settings)
+    return QueueDispatcher(settings)
+
+
+_apps: dict[str, Celery] = {}
+
+
+def celery_app(settings: Settings) -> Celery:
+    """The Celery app for the settings' broker (one per broker URL and process)."""
+    url = settings.effective_broker_url
+    if url not in _apps:
+        _apps[url] = _make_app(url)
+    return _apps[url]
+
+
+def _make_app(broker_url: str) -> Celery:
+    app = Celery("dfe", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_REDELIVERY if broker_url.startswith("redis") else {},
+        worker_send_task_events=False,
+    )
+
+    @app.task(name=TASK_NAME, ignore_result=True)  # type: ignore[untyped-decorator]
+    def run_job(job_id: int) -> str:
+        return str(_worker_runner().run(job_id).value)
+
+    return app
+
+
+@lru_cache(maxsize=1)
+def _worker_runner() -> JobRunner:
+    """One database (engine pool) per worker process, from the process's settings."""
+    settings = get_settings()
+    return JobRunner(open_database(settings), settings)
+
+
+def run_worker(settings: Settings, concurrency: int, extra: list[str] | None = None) -> Any:
+    """Run a Celery worker in this process until it is stopped."""
+    app = celery_app(settings)
+    return app.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            *(extra or []),
+        ]
+    )

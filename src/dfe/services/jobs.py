@@ -1,0 +1,96 @@
+"""Jobs: asynchronous operations and their progress, in job_t.
+
+The queue carries job ids only; this table is the truth about a job. A running
+job holds a lease that its worker renews at every step; `dfe reconcile` takes
+over jobs whose lease ran out (their worker died).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dfe.db.base import utcnow
+from dfe.enums import JobKind, JobStatus
+from dfe.models import Instance, Job
+from dfe.schemas import JobPublic
+from dfe.services.errors import NotFound
+
+
+def create_job(session: Session, kind: JobKind, instance: Instance) -> Job:
+    job = Job(
+        kind=kind,
+        status=JobStatus.QUEUED,
+        user_id=instance.user_id,
+        instance_id=instance.id,
+        instance_name=instance.name,
+        step="queued",
+        progress=0,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def list_jobs(session: Session, *, limit: int = 50, status: JobStatus | None = None) -> list[Job]:
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return list(session.scalars(query))
+
+
+def start(job: Job, lease: timedelta) -> None:
+    now = utcnow()
+    job.status = JobStatus.RUNNING
+    job.attempts += 1
+    job.started_at = job.started_at or now
+    job.lease_expires_at = now + lease
+    job.message = None
+
+
+def advance(job: Job, step: str, progress: int, lease: timedelta) -> None:
+    job.step = step
+    job.progress = progress
+    job.lease_expires_at = utcnow() + lease
+
+
+def finish(job: Job, status: JobStatus, message: str | None = None) -> None:
+    job.status = status
+    job.message = message
+    job.progress = 100 if status is JobStatus.SUCCEEDED else job.progress
+    job.step = "done" if status is JobStatus.SUCCEEDED else job.step
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+
+
+def stale_jobs(session: Session) -> list[Job]:
+    """Running jobs whose worker stopped renewing the lease."""
+    return list(
+        session.scalars(
+            select(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow())
+        )
+    )
+
+
+def waiting_jobs(session: Session, older_than: timedelta) -> list[Job]:
+    """Queued jobs nobody picked up (the queue lost them, or it was down)."""
+    return list(
+        session.scalars(
+            select(Job).where(
+                Job.status == JobStatus.QUEUED, Job.created_at < utcnow() - older_than
+            )
+        )
+    )
+
+
+def public(job: Job) -> JobPublic:
+    return JobPublic.model_validate(job)
