@@ -150,12 +150,56 @@ def verification_cost(settings: Settings, client_id: str, secret: str, count: in
     return elapsed / count * 1000
 
 
+def add_instances(settings: Settings, count: int) -> None:
+    """Bulk-insert `count` instance rows (records only) beside the one being read."""
+    from sqlalchemy import insert, select
+
+    from dfe.models import Instance
+
+    database = open_database(settings)
+    with database.transaction(actor="bench") as session:
+        template = session.scalars(select(Instance).where(Instance.name == "bench")).one()
+        columns = {
+            "user_id": template.user_id,
+            "owner_type": "user",
+            "owner_id": template.user_id,
+            "cluster_id": template.cluster_id,
+            "db_server_id": template.db_server_id,
+            "web_server_id": template.web_server_id,
+            "app_server_id": template.app_server_id,
+            "storage_key": "bench",
+            "data": {},
+        }
+        rows = [{**columns, "name": f"i{n:07d}"} for n in range(count)]
+        for start in range(0, count, 5000):
+            session.execute(insert(Instance), rows[start : start + 5000])
+    database.dispose()
+
+
+def list_latency(base: str, client_id: str, secret: str, count: int) -> tuple[float, int]:
+    """Median milliseconds of a signed GET /api/v1/instances?limit=50 page, and the total."""
+    from dfe.client import AppKeyAuth
+
+    timings = []
+    with httpx2.Client(base_url=base, auth=AppKeyAuth(client_id, secret), timeout=30) as client:
+        for n in range(count):
+            params = {"limit": 50, "cursor": str(n * 997 % 90000), "sort": "-created_at"}
+            started = time.perf_counter()
+            response = client.get("/api/v1/instances", params=params)
+            timings.append((time.perf_counter() - started) * 1000)
+            total = response.json()["total"]
+    return statistics.median(timings), total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--instances", type=int, default=100_000, help="rows for the list measurement (0: skip)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="dfe-bench-") as data_dir:
@@ -179,6 +223,11 @@ def main() -> None:
                     base = f"http://127.0.0.1:{ports[name]}"
                     headers = presigned(base, args.requests, client_id, secret)
                     rates[name].append(run_round(base, headers, args.threads))
+            listing = None
+            if args.instances:
+                add_instances(settings, args.instances)
+                base = f"http://127.0.0.1:{ports['signed']}"
+                listing = list_latency(base, client_id, secret, 30)
         finally:
             for process in servers.values():
                 process.terminate()
@@ -195,6 +244,11 @@ def main() -> None:
     print(f"GET {PATH}, signature check bypassed: {unsigned:8.0f} req/s")
     print(f"ratio signed/unsigned: {signed / unsigned:.2f} (aim: >= 0.80)")
     print(f"verify_request (key lookup, HMAC, digest, nonce insert): {cost:.3f} ms/request")
+    if listing is not None:
+        print(
+            f"GET /api/v1/instances?limit=50 (a page deep in {listing[1]} instances, signed, "
+            f"client-side time): {listing[0]:.1f} ms median"
+        )
 
 
 if __name__ == "__main__":

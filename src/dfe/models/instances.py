@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from dfe.db.base import Base, EncryptedString, JsonDoc, UTCDateTime, utcnow
@@ -24,6 +24,10 @@ from dfe.models.infrastructure import Cluster, Server
 
 class Instance(IdMixin, OwnedMixin, TimestampMixin, Base):
     __tablename__ = "instance_t"
+    __table_args__ = (  # type: ignore[assignment]
+        Index("ix_instance_t_created_at", "created_at"),  # lists sorted by age stay fast
+        {"sqlite_autoincrement": True},
+    )
 
     name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
     user_id: Mapped[int] = restrict_fk("user_t.id", nullable=False, index=True)
