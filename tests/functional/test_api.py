@@ -384,3 +384,30 @@ def test_the_replay_cache_is_shared_through_redis(console, db, tmp_path):
     assert first.get("/api/v1/clusters", headers=headers).status_code == 200
     replay = second.get("/api/v1/clusters", headers=headers)
     assert (replay.status_code, replay.json()["code"]) == (401, "replayed")
+
+
+def test_instance_lists_filter_by_owner_cluster_and_state(console, db):
+    estate(console.client)
+    for email in ("ann@example.com", "bob@example.com"):
+        console.as_(console.dashboard).post(
+            "/api/v1/users", json={"email": email, "password": PASSWORD}
+        )
+    add_instance(db, "ann-one", "ann@example.com")
+    add_instance(db, "ann-two", "ann@example.com")
+    add_instance(db, "bob-one", "bob@example.com")
+
+    def names(**params):
+        page = console.client.get("/api/v1/instances", params=params).json()
+        return sorted(item["name"] for item in page["items"])
+
+    assert names(owner="ANN@example.com") == ["ann-one", "ann-two"]
+    assert names(owner="nobody@example.com") == []
+    assert names(cluster="east") == ["ann-one", "ann-two", "bob-one"]
+    assert names(cluster="west") == []
+    assert names(state="created", q="one") == ["ann-one", "bob-one"]
+    assert names(state="provisioned") == []
+    assert console.client.get("/api/v1/instances", params={"state": "sleeping"}).status_code == 422
+    # A user's own filter cannot widen what they see.
+    ann = console.as_(console.login("ann@example.com", PASSWORD))
+    page = ann.get("/api/v1/instances", params={"owner": "bob@example.com"}).json()
+    assert page["items"] == []

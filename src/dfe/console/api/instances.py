@@ -2,15 +2,15 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
 
 from dfe.auth.permissions import Action
 from dfe.auth.principals import Principal
 from dfe.console.api.crud import ListResponse
 from dfe.console.api.deps import SessionDep, SettingsDep, list_query, requires
-from dfe.enums import OwnerType
-from dfe.models import Instance, Job
+from dfe.enums import OwnerType, ProvisionState
+from dfe.models import Cluster, Instance, Job, User
 from dfe.provisioning import engine
 from dfe.schemas import InstanceCreate, InstanceLaunched, InstancePublic, JobPublic
 from dfe.services import identity, infrastructure, instances, jobs
@@ -41,10 +41,22 @@ def list_instances(
     session: SessionDep,
     principal: Annotated[Principal, requires(Action.INSTANCES_READ)],
     query: ListQuery = list_query(INSTANCE_SORTS),
+    owner: Annotated[str | None, Query(max_length=192, description="Owner's email.")] = None,
+    cluster: Annotated[str | None, Query(max_length=64, description="Cluster name.")] = None,
+    state: Annotated[ProvisionState | None, Query(description="Provisioning state.")] = None,
 ) -> Any:
+    selection = instances.instance_query(**_scope(principal))
+    if owner is not None:
+        selection = selection.where(Instance.user_id == _id_or_none(session, User, "email", owner))
+    if cluster is not None:
+        selection = selection.where(
+            Instance.cluster_id == _id_or_none(session, Cluster, "name", cluster)
+        )
+    if state is not None:
+        selection = selection.where(Instance.provision_state == state)
     page = paginate(
         session,
-        instances.instance_query(**_scope(principal)),
+        selection,
         query,
         sortable=INSTANCE_SORTS,
         searchable=[Instance.name],
@@ -56,6 +68,14 @@ def list_instances(
         total=page.total,
         next_cursor=page.next_cursor,
     )
+
+
+def _id_or_none(session: SessionDep, model: Any, column: str, value: str) -> int | None:
+    """The id of the row named `value` (a filter on an unknown name matches nothing)."""
+    found: int | None = session.scalar(
+        select(model.id).where(getattr(model, column) == value.strip().lower())
+    )
+    return found
 
 
 @router.get("/instances/{name}", response_model=InstancePublic, summary="An instance's status")
