@@ -17,6 +17,7 @@ from dfe.console.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from dfe.db.migrate import current_revision, head_revision
 from dfe.db.session import Database, open_database
 from dfe.jobs.queue import dispatcher_for
+from dfe.logs import configure_logging
 
 API_PREFIX = "/api/v1"
 
@@ -50,7 +51,11 @@ def ready(request: Request) -> JSONResponse:
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    """The Console. Without arguments (as `dfe serve console` builds it) it reads the
+    settings and logs JSON lines; tests pass their own settings and database."""
+    if settings is None:
+        settings = get_settings()
+        configure_logging()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from celery import Celery
 
 from dfe.config import Settings, get_settings
 from dfe.db.session import Database, open_database
+from dfe.logs import configure_logging
 from dfe.provisioning.engine import JobRunner
 
 TASK_NAME = "dfe.run_job"
@@ -93,6 +94,7 @@ def _worker_runner() -> JobRunner:
 
 def run_worker(settings: Settings, concurrency: int, extra: list[str] | None = None) -> Any:
     """Run a Celery worker in this process until it is stopped."""
+    configure_logging()
     app = celery_app(settings)
     return app.worker_main(
         [
