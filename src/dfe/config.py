@@ -42,6 +42,41 @@ class Settings(BaseSettings):
     )
     console_host: str = "127.0.0.1"
     console_port: int = 8000
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8001
+    dashboard_open_registration: bool = Field(
+        default=True, description="Anyone may create an account on the Dashboard."
+    )
+    dashboard_product_name: str = Field(default="DFE", description="Shown in the Dashboard.")
+    dashboard_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the Dashboard's session cookies; default: derived from its key.",
+    )
+    dashboard_instance_domain: str = Field(
+        default="localhost",
+        description="The Dashboard's host preview <name>.<this>: the default cluster's subdomain.",
+    )
+    dashboard_instance_url: str = Field(
+        default="http://{host}/", description="An instance's link in the Dashboard ({host})."
+    )
+    host_host: str = "127.0.0.1"
+    host_port: int = 8080
+    host_subdomain: str = Field(
+        default="localhost",
+        description="The web tier serves <instance>.<this> (comma-separated: several).",
+    )
+    host_key_file: Path | None = Field(
+        default=None, description="The web server's own app key; default: host.key in data_dir."
+    )
+    host_cache_seconds: float = Field(
+        default=300, description="How long the web tier keeps an instance's config."
+    )
+    host_poll_seconds: float = Field(
+        default=2, description="How often the web tier asks the Console what changed."
+    )
+    host_max_upload_bytes: int = Field(
+        default=32 * 1024 * 1024, description="Largest file an instance's API accepts."
+    )
     redis_url: str | None = Field(default=None, description="Shared replay cache and counters.")
     broker_url: str | None = Field(
         default=None,
@@ -77,6 +112,16 @@ class Settings(BaseSettings):
     @property
     def proxies(self) -> frozenset[str]:
         return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+    @property
+    def host_subdomains(self) -> tuple[str, ...]:
+        return tuple(
+            d.strip().strip(".").lower() for d in self.host_subdomain.split(",") if d.strip()
+        )
+
+    @property
+    def effective_host_key_file(self) -> Path:
+        return self.host_key_file or self.data_dir / "host.key"
 
     @property
     def effective_console_url(self) -> str:

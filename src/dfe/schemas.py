@@ -309,6 +309,60 @@ class InstanceCreate(Input):
     )
 
 
+class InstanceConfig(BaseModel):
+    """What the web tier needs to serve an instance (`GET /instances/{name}/config`).
+
+    The one response that carries a database password (in `database_url`): it goes
+    to the web server the instance is placed on, and to administrators, only.
+    """
+
+    id: int
+    name: str
+    host: str = Field(description="The host name it answers to: <name>.<cluster subdomain>.")
+    cluster: str
+    provision_state: ProvisionState
+    ready_state: ReadyState
+    operational_state: OperationalState
+    database_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="SQLAlchemy URL with the instance's own credentials; null until provisioned.",
+    )
+    storage_root: str | None = Field(
+        default=None, description="The instance's directory on the web server's mount."
+    )
+    api_key_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) of the instance's API key: the web tier compares hashes.",
+    )
+    version: str = Field(description="Changes whenever anything above changes.")
+    changed_at: datetime = Field(description="When the instance's record last changed.")
+
+
+class InstanceChange(BaseModel):
+    id: int
+    name: str
+    changed_at: datetime
+    archived: bool = False
+
+
+class InstanceChanges(BaseModel):
+    """Instances whose config changed since a cursor (`GET /instances/changes`)."""
+
+    cursor: str = Field(description="Pass as ?since= on the next call.")
+    changes: list[InstanceChange]
+    reset: bool = Field(
+        default=False, description="Too many changes to list: drop every cached config."
+    )
+
+
+class InstanceApiKey(BaseModel):
+    """The key clients of an instance's runtime API present (`Authorization: Bearer ...`)."""
+
+    name: str
+    api_key: str = Field(repr=False)
+
+
 # Archive
 
 

@@ -228,6 +228,7 @@ def test_policy_table():
         Action.INSTANCES_READ,
         Action.INSTANCES_WRITE,
         Action.INSTANCE_STATUS,
+        Action.INSTANCE_API_KEY,
         Action.JOBS_READ,
     }
     assert {a for a in Action if allowed(acting, a)} == own

@@ -33,6 +33,7 @@ class Action(enum.StrEnum):
     INSTANCE_STATUS = "instances.status"  # one instance: its owner, or the instance itself
     JOBS_READ = "jobs.read"  # a user sees their own
     INSTANCE_CONFIG = "instances.config"  # web servers: instances placed on them
+    INSTANCE_API_KEY = "instances.api_key"  # the runtime API key: its owner (not operators)
 
     @property
     def is_read(self) -> bool:
@@ -46,6 +47,7 @@ _USER_ACTIONS = frozenset(
         Action.INSTANCES_WRITE,
         Action.JOBS_READ,
         Action.INSTANCE_STATUS,
+        Action.INSTANCE_API_KEY,
     }
 )
 _DASHBOARD_ACTIONS = frozenset({Action.REGISTER_USER, Action.CHECK_LOGIN})

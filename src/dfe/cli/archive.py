@@ -7,16 +7,15 @@ from typing import Annotated
 
 import typer
 
+from dfe.cli.backend import backend
 from dfe.cli.common import (
     DfeGroup,
     JsonOption,
     print_json,
     print_table,
-    reading,
     stdout,
-    transaction,
 )
-from dfe.services import archive
+from dfe.services.archive import restore_sql
 
 app = typer.Typer(
     cls=DfeGroup, help="Archived clusters, servers and instances.", no_args_is_help=True
@@ -40,8 +39,7 @@ def archive_list(
     as_json: bool = JsonOption,
 ) -> None:
     """List archived rows of a kind, newest first."""
-    with reading() as session:
-        rows, total = archive.list_archived(session, kind.value, name=name, limit=limit)
+    rows, total = backend().list_archived(kind.value, name=name, limit=limit)
     print_table(rows, ARCHIVE_COLUMNS, as_json=as_json, title=f"Archived {kind.value}s")
     if not as_json and total > len(rows):
         stdout.print(f"{len(rows)} of {total} shown; use --limit for more")
@@ -50,15 +48,15 @@ def archive_list(
 @app.command("show")
 def archive_show(kind: Kind, name: str, as_json: bool = JsonOption) -> None:
     """Show the most recent archived row of a name, and the SQL that restores it."""
-    with reading() as session:
-        record = archive.show_archived(session, kind.value, name)
+    record = backend().show_archived(kind.value, name)
     if as_json:
         print_json(record)
         return
     stdout.print(f"[bold]{kind.value} {record.name}[/] (id {record.id})")
     stdout.print(f"archived {record.archived_at:%Y-%m-%d %H:%M:%S} UTC by {record.archived_by}")
     stdout.print(f"batch {record.archive_batch}")
-    for key, value in record.row.items():
+    # The row as JSON gives it, so that it reads the same from a remote Console.
+    for key, value in record.model_dump(mode="json")["row"].items():
         stdout.print(f"  {key}: {value}", highlight=False)
     stdout.print(
         f"\nto restore it in plain SQL, in one transaction, with :archive_id = "
@@ -66,13 +64,12 @@ def archive_show(kind: Kind, name: str, as_json: bool = JsonOption) -> None:
         style="dim",
         highlight=False,
     )
-    stdout.print(archive.restore_sql(kind.value), highlight=False, style="dim")
+    stdout.print(restore_sql(kind.value), highlight=False, style="dim")
 
 
 def restore(kind: Kind, name: str) -> None:
     """Bring back the most recent archived batch of a cluster, server or instance."""
-    with transaction() as session:
-        record = archive.restore(session, kind.value, name)
+    record = backend().restore(kind.value, name)
     stdout.print(f"restored {kind.value} [bold]{record.name}[/] (id {record.id})")
 
 

@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,11 +16,13 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from typer.core import TyperGroup
 
+from dfe.client import ClientError, ConsoleError, ConsoleUnavailable, UnauthorizedError
 from dfe.config import Settings, get_settings
 from dfe.crypto import KeyringError
 from dfe.db.session import Database, open_database
@@ -34,8 +37,48 @@ YesOption = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """`--remote URL [--key-file FILE]`: the Console the commands go through."""
+
+    url: str
+    key_file: Path | None = None
+
+
+_remote: RemoteTarget | None = None
+
+
+def set_remote(target: RemoteTarget | None) -> None:
+    """Set by the root command for each invocation: remote mode, or None for local."""
+    global _remote
+    _remote = target
+
+
+def remote_target() -> RemoteTarget | None:
+    """The Console this invocation goes through, or None: this machine's database."""
+    return _remote
+
+
+def describe_console_error(error: ConsoleError) -> str:
+    """An error answer from the Console in one line: for 4xx its detail, as a local
+    command says it; who refused and why for a refused key; the status for a failure."""
+    detail = " ".join(error.detail.split())
+    if not error.problem:
+        # Not a problem document: something other than a Console answered.
+        return (
+            f"{error.method} {error.path} got {error.status} {detail}, not an answer from "
+            "a DFE Console: check the --remote URL"
+        )
+    if isinstance(error, UnauthorizedError):
+        return f"the Console refused the key: {detail} ({error.code})"
+    if error.status >= 500:
+        reference = f" (request id {error.request_id})" if error.request_id else ""
+        return f"the Console failed with {error.status} {error.code}: {detail}{reference}"
+    return detail
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -63,6 +106,15 @@ class DfeGroup(TyperGroup):
             fail(f"cannot use the database: {str(error.orig).strip().splitlines()[0]}")
         except SettingsError as error:
             fail(f"bad setting: {error}")
+        except ConsoleUnavailable as error:
+            target = remote_target()
+            fail(
+                f"cannot reach the Console at {target.url if target else error.url}: {error.reason}"
+            )
+        except ConsoleError as error:
+            fail(describe_console_error(error))
+        except ClientError as error:
+            fail(str(error))
 
 
 def actor() -> str:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from dfe.cli.backend import backend
 from dfe.cli.common import (
     DfeGroup,
     JsonOption,
@@ -14,9 +15,7 @@ from dfe.cli.common import (
     parse_json_option,
     print_record,
     print_table,
-    reading,
     stdout,
-    transaction,
 )
 from dfe.models import ServerType
 from dfe.schemas import (
@@ -27,7 +26,6 @@ from dfe.schemas import (
     ServerCreate,
     ServerUpdate,
 )
-from dfe.services import infrastructure as estate
 
 mounts = typer.Typer(cls=DfeGroup, help="Storage mounts.", no_args_is_help=True)
 servers = typer.Typer(cls=DfeGroup, help="Database, web and app servers.", no_args_is_help=True)
@@ -51,24 +49,20 @@ def mount_create(
     data = MountCreate(
         name=name, root_path=root, config=parse_json_option(config, "--config") or {}
     )
-    with transaction() as session:
-        mount = estate.create_mount(session, data)
+    mount = backend().create_mount(data)
     stdout.print(f"created mount [bold]{mount.name}[/] at {mount.root_path}")
 
 
 @mounts.command("list")
 def mount_list(as_json: bool = JsonOption) -> None:
     """List mounts."""
-    with reading() as session:
-        rows = [estate.mount_public(m) for m in estate.list_mounts(session)]
-    print_table(rows, MOUNT_COLUMNS, as_json=as_json, title="Mounts")
+    print_table(backend().list_mounts(), MOUNT_COLUMNS, as_json=as_json, title="Mounts")
 
 
 @mounts.command("show")
 def mount_show(name: str, as_json: bool = JsonOption) -> None:
     """Show one mount."""
-    with reading() as session:
-        print_record(estate.mount_public(estate.get_mount(session, name)), as_json=as_json)
+    print_record(backend().get_mount(name), as_json=as_json)
 
 
 @mounts.command("update")
@@ -79,8 +73,7 @@ def mount_update(
 ) -> None:
     """Change a mount's root path or config."""
     data = MountUpdate(root_path=root, config=parse_json_option(config, "--config"))
-    with transaction() as session:
-        mount = estate.update_mount(session, name, data)
+    mount = backend().update_mount(name, data)
     stdout.print(f"updated mount [bold]{mount.name}[/]")
 
 
@@ -88,8 +81,7 @@ def mount_update(
 def mount_delete(name: str, yes: bool = YesOption) -> None:
     """Delete a mount no server uses."""
     confirm(f"Delete mount {name}?", yes)
-    with transaction() as session:
-        estate.delete_mount(session, name)
+    backend().delete_mount(name)
     stdout.print(f"deleted mount [bold]{name}[/]")
 
 
@@ -118,8 +110,7 @@ def server_create(
         max_instances=capacity,
         is_enabled=not disabled,
     )
-    with transaction() as session:
-        server = estate.create_server(session, data)
+    server = backend().create_server(data)
     stdout.print(f"created {server.server_type.value} server [bold]{server.name}[/]")
 
 
@@ -129,16 +120,15 @@ def server_list(
     as_json: bool = JsonOption,
 ) -> None:
     """List servers (secrets in their config are masked)."""
-    with reading() as session:
-        rows = [estate.server_public(s) for s in estate.list_servers(session, server_type)]
-    print_table(rows, SERVER_COLUMNS, as_json=as_json, title="Servers")
+    print_table(
+        backend().list_servers(server_type), SERVER_COLUMNS, as_json=as_json, title="Servers"
+    )
 
 
 @servers.command("show")
 def server_show(name: str, as_json: bool = JsonOption) -> None:
     """Show one server (secrets masked)."""
-    with reading() as session:
-        print_record(estate.server_public(estate.get_server(session, name)), as_json=as_json)
+    print_record(backend().get_server(name), as_json=as_json)
 
 
 @servers.command("update")
@@ -159,8 +149,7 @@ def server_update(
         "is_enabled": enabled,
     }
     data = ServerUpdate(**{key: value for key, value in changes.items() if value is not None})
-    with transaction() as session:
-        server = estate.update_server(session, name, data)
+    server = backend().update_server(name, data)
     stdout.print(f"updated server [bold]{server.name}[/]")
 
 
@@ -168,8 +157,7 @@ def server_update(
 def server_delete(name: str, yes: bool = YesOption) -> None:
     """Archive a server that hosts no instance (restore with `dfe restore server`)."""
     confirm(f"Archive server {name}?", yes)
-    with transaction() as session:
-        estate.delete_server(session, name)
+    backend().delete_server(name)
     stdout.print(f"archived server [bold]{name}[/]")
 
 
@@ -186,25 +174,20 @@ def cluster_create(
 ) -> None:
     """Create a cluster."""
     data = ClusterCreate(name=name, subdomain=subdomain, max_instances=capacity)
-    with transaction() as session:
-        cluster = estate.create_cluster(session, data)
+    cluster = backend().create_cluster(data)
     stdout.print(f"created cluster [bold]{cluster.name}[/] (*.{cluster.subdomain})")
 
 
 @clusters.command("list")
 def cluster_list(as_json: bool = JsonOption) -> None:
     """List clusters with their servers."""
-    with reading() as session:
-        rows = [estate.cluster_public(session, c) for c in estate.list_clusters(session)]
-    print_table(rows, CLUSTER_COLUMNS, as_json=as_json, title="Clusters")
+    print_table(backend().list_clusters(), CLUSTER_COLUMNS, as_json=as_json, title="Clusters")
 
 
 @clusters.command("show")
 def cluster_show(name: str, as_json: bool = JsonOption) -> None:
     """Show one cluster."""
-    with reading() as session:
-        cluster = estate.get_cluster(session, name)
-        print_record(estate.cluster_public(session, cluster), as_json=as_json)
+    print_record(backend().get_cluster(name), as_json=as_json)
 
 
 @clusters.command("update")
@@ -216,8 +199,7 @@ def cluster_update(
     """Change a cluster."""
     changes = {"subdomain": subdomain, "max_instances": capacity}
     data = ClusterUpdate(**{key: value for key, value in changes.items() if value is not None})
-    with transaction() as session:
-        cluster = estate.update_cluster(session, name, data)
+    cluster = backend().update_cluster(name, data)
     stdout.print(f"updated cluster [bold]{cluster.name}[/]")
 
 
@@ -225,22 +207,19 @@ def cluster_update(
 def cluster_delete(name: str, yes: bool = YesOption) -> None:
     """Archive a cluster that has no instances (restore with `dfe restore cluster`)."""
     confirm(f"Archive cluster {name}?", yes)
-    with transaction() as session:
-        estate.delete_cluster(session, name)
+    backend().delete_cluster(name)
     stdout.print(f"archived cluster [bold]{name}[/]")
 
 
 @clusters.command("assign")
 def cluster_assign(cluster: str, server: str) -> None:
     """Put a server in a cluster."""
-    with transaction() as session:
-        estate.assign_server(session, cluster, server)
+    backend().assign_server(cluster, server)
     stdout.print(f"server [bold]{server}[/] is now in cluster [bold]{cluster}[/]")
 
 
 @clusters.command("unassign")
 def cluster_unassign(cluster: str, server: str) -> None:
     """Take a server out of a cluster (the membership is archived)."""
-    with transaction() as session:
-        estate.unassign_server(session, cluster, server)
+    backend().unassign_server(cluster, server)
     stdout.print(f"server [bold]{server}[/] left cluster [bold]{cluster}[/]")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
+from dfe.cli.backend import backend
 from dfe.cli.common import (
     DfeGroup,
     JsonOption,
@@ -18,15 +19,13 @@ from dfe.cli.common import (
     print_json,
     print_record,
     print_table,
-    reading,
     settings,
     stdout,
-    transaction,
 )
 from dfe.enums import JobStatus
-from dfe.jobs.queue import dispatcher_for, run_worker
+from dfe.jobs.queue import run_worker
 from dfe.provisioning import engine
-from dfe.services import identity, infrastructure, instances, jobs
+from dfe.schemas import InstanceCreate
 
 instance_app = typer.Typer(cls=DfeGroup, help="Instances.", no_args_is_help=True)
 job_app = typer.Typer(cls=DfeGroup, help="Jobs: provisioning and the like.", no_args_is_help=True)
@@ -35,15 +34,6 @@ INSTANCE_COLUMNS = ("name", "owner", "cluster", "provision_state", "host", "crea
 JOB_COLUMNS = ("id", "kind", "instance_name", "status", "step", "progress", "message")
 WaitOption = typer.Option(False, "--wait", help="Show progress until the job ends.")
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED)
-
-
-def _dispatch(job_id: int) -> None:
-    config = settings()
-    db = database()
-    try:
-        dispatcher_for(db, config).dispatch(job_id)
-    finally:
-        db.dispose()
 
 
 def _follow(job_id: int, timeout: float = 600) -> None:
@@ -57,8 +47,7 @@ def _follow(job_id: int, timeout: float = 600) -> None:
     ) as progress:
         task = progress.add_task(f"job {job_id}", total=100, step="queued")
         while True:
-            with reading() as session:
-                job = jobs.public(jobs.get_job(session, job_id))
+            job = backend().get_job(job_id)
             progress.update(task, completed=job.progress, step=job.step or "")
             if job.status in TERMINAL:
                 break
@@ -82,13 +71,9 @@ def instance_provision(
     wait: bool = WaitOption,
 ) -> None:
     """Launch an instance: place it, then provision its database and storage in a job."""
-    with transaction() as session:
-        user = identity.get_user(session, owner)
-        target = infrastructure.get_cluster(session, cluster or settings().default_cluster)
-        instance, job = engine.launch(session, user, name, target.id)
-        job_id, host = job.id, instances.host_of(instance)
-    stdout.print(f"instance [bold]{name}[/] ({host}) queued as job {job_id}")
-    _dispatch(job_id)
+    launched = backend().provision(InstanceCreate(name=name, owner=owner, cluster=cluster))
+    job_id = launched.job.id
+    stdout.print(f"instance [bold]{name}[/] ({launched.instance.host}) queued as job {job_id}")
     if wait:
         _follow(job_id)
 
@@ -97,10 +82,8 @@ def instance_provision(
 def instance_deprovision(name: str, yes: bool = YesOption, wait: bool = WaitOption) -> None:
     """Delete an instance: drop its database and files, archive its records."""
     confirm(f"Delete instance {name} and its data?", yes)
-    with transaction() as session:
-        job_id = engine.request_deprovision(session, name).id
+    job_id = backend().deprovision(name).id
     stdout.print(f"deprovisioning [bold]{name}[/] as job {job_id}")
-    _dispatch(job_id)
     if wait:
         _follow(job_id)
 
@@ -110,17 +93,15 @@ def instance_list(
     owner: Annotated[str | None, typer.Option("--owner")] = None, as_json: bool = JsonOption
 ) -> None:
     """List live instances."""
-    with reading() as session:
-        user = identity.get_user(session, owner) if owner else None
-        rows = instances.instance_publics(session, instances.list_instances(session, user))
-    print_table(rows, INSTANCE_COLUMNS, as_json=as_json, title="Instances")
+    print_table(
+        backend().list_instances(owner), INSTANCE_COLUMNS, as_json=as_json, title="Instances"
+    )
 
 
 @instance_app.command("show")
 def instance_show(name: str, as_json: bool = JsonOption) -> None:
     """Show an instance's status (archived ones too)."""
-    with reading() as session:
-        print_record(instances.find_instance(session, name), as_json=as_json)
+    print_record(backend().get_instance(name), as_json=as_json)
 
 
 @job_app.command("list")
@@ -130,9 +111,9 @@ def job_list(
     as_json: bool = JsonOption,
 ) -> None:
     """List jobs, newest first."""
-    with reading() as session:
-        rows = [jobs.public(job) for job in jobs.list_jobs(session, limit=limit, status=status)]
-    print_table(rows, JOB_COLUMNS, as_json=as_json, title="Jobs")
+    print_table(
+        backend().list_jobs(status=status, limit=limit), JOB_COLUMNS, as_json=as_json, title="Jobs"
+    )
 
 
 @job_app.command("show")
@@ -140,8 +121,7 @@ def job_show(job_id: int, wait: bool = WaitOption, as_json: bool = JsonOption) -
     """Show a job (and, with --wait, follow it to its end)."""
     if wait:
         _follow(job_id)
-    with reading() as session:
-        print_record(jobs.public(jobs.get_job(session, job_id)), as_json=as_json)
+    print_record(backend().get_job(job_id), as_json=as_json)
 
 
 def reconcile(

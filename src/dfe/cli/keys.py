@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from dfe.cli.backend import backend
 from dfe.cli.common import (
     DfeGroup,
     JsonOption,
@@ -14,15 +15,11 @@ from dfe.cli.common import (
     confirm,
     print_json,
     print_table,
-    reading,
-    settings,
     stdout,
-    transaction,
 )
 from dfe.db.base import utcnow
 from dfe.models import OwnerType
-from dfe.schemas import KeyWithSecret
-from dfe.services import keys
+from dfe.schemas import KeyCreate, KeyWithSecret
 
 app = typer.Typer(cls=DfeGroup, help="App keys.", no_args_is_help=True)
 
@@ -48,10 +45,8 @@ def key_create(
 ) -> None:
     """Create a key and print its secret once."""
     expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
-    with transaction() as session:
-        owner_id = keys.resolve_owner(session, owner_type, owner)
-        key = keys.create_key(session, owner_type, owner_id, label=label, expires_at=expires_at)
-    _show_secret(key, as_json)
+    data = KeyCreate(owner_type=owner_type, owner=owner, label=label, expires_at=expires_at)
+    _show_secret(backend().create_key(data), as_json)
 
 
 @app.command("list")
@@ -61,18 +56,14 @@ def key_list(
     as_json: bool = JsonOption,
 ) -> None:
     """List keys (never their secrets)."""
-    with reading() as session:
-        owner_id = keys.resolve_owner(session, owner_type, owner) if owner_type and owner else None
-        rows = [keys.public(k) for k in keys.list_keys(session, owner_type, owner_id)]
-    print_table(rows, KEY_COLUMNS, as_json=as_json, title="Keys")
+    print_table(backend().list_keys(owner_type, owner), KEY_COLUMNS, as_json=as_json, title="Keys")
 
 
 @app.command("revoke")
 def key_revoke(client_id: str, yes: bool = YesOption) -> None:
     """Destroy a key at once."""
     confirm(f"Revoke key {client_id}? Whoever uses it is locked out.", yes)
-    with transaction() as session:
-        keys.revoke_key(session, client_id)
+    backend().revoke_key(client_id)
     stdout.print(f"revoked key [bold]{client_id}[/]")
 
 
@@ -87,7 +78,4 @@ def key_rotate(
 ) -> None:
     """Make a successor key; the old one is revoked when the new one is first used
     (or when the grace period ends)."""
-    hours = settings().key_rotation_grace_hours if grace_hours is None else grace_hours
-    with transaction() as session:
-        key = keys.rotate_key(session, client_id, timedelta(hours=hours))
-    _show_secret(key, as_json)
+    _show_secret(backend().rotate_key(client_id, grace_hours), as_json)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from dfe import __version__
 from dfe.cli import archive, estate, instances, keys, people, system
-from dfe.cli.common import DfeGroup
+from dfe.cli.backend import close_backend
+from dfe.cli.common import DfeGroup, RemoteTarget, fail, set_remote
 
 app = typer.Typer(
     cls=DfeGroup,
@@ -40,13 +44,55 @@ def _version(value: bool) -> None:
         raise typer.Exit
 
 
+# What works on this machine's database, files and processes only: never through a Console.
+LOCAL_ONLY = frozenset({"setup", "up", "worker", "reconcile", "db", "config", "serve"})
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            metavar="URL",
+            envvar="DFE_REMOTE_URL",
+            help="Administer the DFE behind this Console URL through its API, "
+            "instead of this machine's database.",
+        ),
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            metavar="FILE",
+            envvar="DFE_REMOTE_KEY_FILE",
+            help="With --remote: the key file to sign with (default: console.key "
+            "in the data directory, as `dfe setup` wrote it).",
+        ),
+    ] = None,
 ) -> None:
     """DFE control plane."""
+    del version  # its eager callback acted on it
+    set_remote(None)
+    close_backend()
+    ctx.call_on_close(close_backend)
+    if not remote:
+        source = ctx.get_parameter_source("key_file")
+        if key_file is not None and source is not None and source.name == "COMMANDLINE":
+            fail("--key-file is for remote mode: add --remote URL")
+        return
+    if not remote.startswith(("http://", "https://")):
+        fail(f"--remote: must be an http:// or https:// URL, not {remote!r}")
+    if ctx.invoked_subcommand in LOCAL_ONLY:
+        fail(
+            f"`dfe {ctx.invoked_subcommand}` works on this machine only, "
+            "not through a Console: drop --remote (and DFE_REMOTE_URL)"
+        )
+    set_remote(RemoteTarget(url=remote, key_file=key_file))
 
 
 def run() -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from dfe.cli.backend import backend
 from dfe.cli.common import (
     DfeGroup,
     JsonOption,
@@ -15,20 +16,15 @@ from dfe.cli.common import (
     print_record,
     print_table,
     read_password,
-    reading,
     stdout,
-    transaction,
 )
 from dfe.models import ServiceRole
 from dfe.schemas import (
     ServiceUserCreate,
-    ServiceUserPublic,
     ServiceUserUpdate,
     UserCreate,
-    UserPublic,
     UserUpdate,
 )
-from dfe.services import identity
 
 users = typer.Typer(cls=DfeGroup, help="Dashboard users.", no_args_is_help=True)
 service_users = typer.Typer(cls=DfeGroup, help="Console operators.", no_args_is_help=True)
@@ -65,24 +61,20 @@ def user_create(
         last_name=last_name,
         is_admin=admin,
     )
-    with transaction() as session:
-        user = identity.create_user(session, data)
+    user = backend().create_user(data)
     stdout.print(f"created user [bold]{user.email}[/]")
 
 
 @users.command("list")
 def user_list(as_json: bool = JsonOption) -> None:
     """List dashboard users."""
-    with reading() as session:
-        rows = [UserPublic.model_validate(u) for u in identity.list_users(session)]
-    print_table(rows, USER_COLUMNS, as_json=as_json, title="Users")
+    print_table(backend().list_users(), USER_COLUMNS, as_json=as_json, title="Users")
 
 
 @users.command("show")
 def user_show(email: str, as_json: bool = JsonOption) -> None:
     """Show one user."""
-    with reading() as session:
-        print_record(UserPublic.model_validate(identity.get_user(session, email)), as_json=as_json)
+    print_record(backend().get_user(email), as_json=as_json)
 
 
 @users.command("update")
@@ -107,8 +99,7 @@ def user_update(
             is_active=active,
         )
     )
-    with transaction() as session:
-        user = identity.update_user(session, email, data)
+    user = backend().update_user(email, data)
     stdout.print(f"updated user [bold]{user.email}[/]")
 
 
@@ -116,8 +107,7 @@ def user_update(
 def user_delete(email: str, yes: bool = YesOption) -> None:
     """Delete a user who owns no instances; their keys are destroyed."""
     confirm(f"Delete user {email} for good?", yes)
-    with transaction() as session:
-        identity.delete_user(session, email)
+    backend().delete_user(email)
     stdout.print(f"deleted user [bold]{email}[/]")
 
 
@@ -142,25 +132,22 @@ def service_user_create(
         last_name=last_name,
         role=role,
     )
-    with transaction() as session:
-        person = identity.create_service_user(session, data)
+    person = backend().create_service_user(data)
     stdout.print(f"created {person.role.value} [bold]{person.email}[/]")
 
 
 @service_users.command("list")
 def service_user_list(as_json: bool = JsonOption) -> None:
     """List console operators."""
-    with reading() as session:
-        rows = [ServiceUserPublic.model_validate(p) for p in identity.list_service_users(session)]
-    print_table(rows, SERVICE_USER_COLUMNS, as_json=as_json, title="Service users")
+    print_table(
+        backend().list_service_users(), SERVICE_USER_COLUMNS, as_json=as_json, title="Service users"
+    )
 
 
 @service_users.command("show")
 def service_user_show(email: str, as_json: bool = JsonOption) -> None:
     """Show one console operator."""
-    with reading() as session:
-        person = identity.get_service_user(session, email)
-        print_record(ServiceUserPublic.model_validate(person), as_json=as_json)
+    print_record(backend().get_service_user(email), as_json=as_json)
 
 
 @service_users.command("update")
@@ -185,8 +172,7 @@ def service_user_update(
             is_active=active,
         )
     )
-    with transaction() as session:
-        person = identity.update_service_user(session, email, data)
+    person = backend().update_service_user(email, data)
     stdout.print(f"updated service user [bold]{person.email}[/]")
 
 
@@ -194,6 +180,5 @@ def service_user_update(
 def service_user_delete(email: str, yes: bool = YesOption) -> None:
     """Delete a console operator; their keys are destroyed."""
     confirm(f"Delete service user {email} for good?", yes)
-    with transaction() as session:
-        identity.delete_service_user(session, email)
+    backend().delete_service_user(email)
     stdout.print(f"deleted service user [bold]{email}[/]")

@@ -13,6 +13,7 @@ import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from dfe.cli.backend import backend
 from dfe.cli.common import (
     DfeGroup,
     JsonOption,
@@ -22,14 +23,12 @@ from dfe.cli.common import (
     print_json,
     print_table,
     read_password,
-    reading,
     settings,
     stdout,
 )
 from dfe.db import migrate
 from dfe.models import Cluster
-from dfe.schemas import AuditPublic, ServiceUserCreate
-from dfe.services import audit as audit_service
+from dfe.schemas import ServiceUserCreate
 from dfe.services import setup as setup_service
 
 db_app = typer.Typer(cls=DfeGroup, help="The Console's database.", no_args_is_help=True)
@@ -84,6 +83,7 @@ def _setup(email: str, password: str, *, force: bool, local_cluster: bool) -> No
     config = settings()
     admin = ServiceUserCreate(email=email, password=SecretStr(password))
     db = database()
+    host_key = None
     try:
         migrate.upgrade(db)
         with db.transaction(actor=actor()) as session:
@@ -95,10 +95,13 @@ def _setup(email: str, password: str, *, force: bool, local_cluster: bool) -> No
                 )
                 is None
             ):
-                setup_service.create_local_cluster(session, config.data_dir)
+                host_key = setup_service.create_local_cluster(session, config.data_dir)
     finally:
         db.dispose()
     files = setup_service.write_key_files(result, config.data_dir, config.effective_console_url)
+    if host_key is not None:
+        path = config.effective_host_key_file
+        files.append(setup_service.write_key_file(path, host_key, config.effective_console_url))
     stdout.print(f"administrator [bold]{result.admin.email}[/] ready")
     for path in files:
         stdout.print(f"wrote {path} (mode 0600)")
@@ -139,11 +142,54 @@ def serve_console(
     )
 
 
+@serve_app.command("dashboard")
+def serve_dashboard(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+) -> None:
+    """Serve the Dashboard, the users' portal (it needs the dashboard.key `dfe setup` wrote)."""
+    config = settings()
+    if not (config.data_dir / "dashboard.key").is_file():
+        fail(f"no Dashboard key in {config.data_dir}: run `dfe setup` first")
+    uvicorn.run(
+        "dfe.dashboard.app:create_app",
+        factory=True,
+        host=host or config.dashboard_host,
+        port=port or config.dashboard_port,
+        workers=workers,
+        proxy_headers=False,
+    )
+
+
+@serve_app.command("host")
+def serve_host(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+) -> None:
+    """Serve the web tier: every instance at http://<name>.<DFE_HOST_SUBDOMAIN>:<port>/."""
+    config = settings()
+    if not config.effective_host_key_file.is_file():
+        fail(
+            f"no web server key at {config.effective_host_key_file}: run "
+            "`dfe setup --local-cluster`, or see docs/host.md"
+        )
+    uvicorn.run(
+        "dfe.host.app:create_app",
+        factory=True,
+        host=host or config.host_host,
+        port=port or config.host_port,
+        workers=workers,
+        proxy_headers=False,
+    )
+
+
 def up(
     email: Annotated[str, typer.Option("--email")] = DEFAULT_ADMIN_EMAIL,
 ) -> None:
-    """Run the whole system on this machine: the Console and a worker (embedded default:
-    SQLite database, local storage, a job queue in SQLite)."""
+    """Run the whole system on this machine: the Console, the Dashboard, the web tier and
+    a worker (embedded default: SQLite database, local storage, a job queue in SQLite)."""
     config = settings()
     db = database()
     try:
@@ -164,11 +210,16 @@ def up(
     stdout.print(f"Console API: {config.effective_console_url}/api/v1/health")
     worker = subprocess.Popen([sys.executable, "-m", "dfe", "worker"])
     stdout.print(f"worker: process {worker.pid}")
+    dashboard = subprocess.Popen([sys.executable, "-m", "dfe", "serve", "dashboard"])
+    stdout.print(f"Dashboard: http://{config.dashboard_host}:{config.dashboard_port}/")
+    web_tier = subprocess.Popen([sys.executable, "-m", "dfe", "serve", "host"])
+    stdout.print(f"Instances: http://<name>.{config.host_subdomains[0]}:{config.host_port}/api")
     try:
         serve_console(host=None, port=None, workers=1)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        for process in (web_tier, dashboard, worker):
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def audit(
@@ -179,15 +230,8 @@ def audit(
     as_json: bool = JsonOption,
 ) -> None:
     """Read the audit log, newest first."""
-    with reading() as session:
-        rows = [
-            AuditPublic.model_validate(entry)
-            for entry in audit_service.entries(
-                session, actor=actor, target=target, action=action, limit=limit
-            )
-        ]
     print_table(
-        rows,
+        backend().audit(actor=actor, target=target, action=action, limit=limit),
         ("at", "actor", "action", "target_type", "target_name"),
         as_json=as_json,
         title="Audit log",

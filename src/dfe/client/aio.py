@@ -38,6 +38,9 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    InstanceApiKey,
+    InstanceChanges,
+    InstanceConfig,
     InstanceCreate,
     InstanceLaunched,
     InstancePublic,
@@ -388,6 +391,19 @@ class AsyncConsoleClient:
 
     async def get_instance(self, name: str) -> InstancePublic:
         return await self.call(calls.get_instance(name))
+
+    async def get_instance_config(self, name: str) -> InstanceConfig:
+        """What the web tier needs to serve an instance (web servers' keys, administrators);
+        its `database_url` holds the instance's database password."""
+        return await self.call(calls.get_instance_config(name))
+
+    async def list_instance_changes(self, since: str | None = None) -> InstanceChanges:
+        """Instances whose config changed since the cursor of the previous answer."""
+        return await self.call(calls.list_instance_changes(since))
+
+    async def get_instance_api_key(self, name: str) -> InstanceApiKey:
+        """The key of an instance's runtime API (its owner and administrators)."""
+        return await self.call(calls.get_instance_api_key(name))
 
     async def launch_instance(self, data: InstanceCreate) -> InstanceLaunched:
         """Launch an instance; 202: the returned job provisions it (follow with get_job)."""

@@ -33,6 +33,9 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    InstanceApiKey,
+    InstanceChanges,
+    InstanceConfig,
     InstanceCreate,
     InstanceLaunched,
     InstancePublic,
@@ -420,6 +423,18 @@ def list_instances(
 
 def get_instance(name: str) -> Call[InstancePublic]:
     return _get("/instances/{name}", model(InstancePublic), name=name)
+
+
+def get_instance_config(name: str) -> Call[InstanceConfig]:
+    return _get("/instances/{name}/config", model(InstanceConfig), name=name)
+
+
+def list_instance_changes(since: str | None = None) -> Call[InstanceChanges]:
+    return Call("GET", "/instances/changes", model(InstanceChanges), params=query(since=since))
+
+
+def get_instance_api_key(name: str) -> Call[InstanceApiKey]:
+    return _get("/instances/{name}/api-key", model(InstanceApiKey), name=name)
 
 
 def launch_instance(data: InstanceCreate) -> Call[InstanceLaunched]:

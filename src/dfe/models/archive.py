@@ -31,6 +31,7 @@ def _archive_of(live: Table) -> Table:
     ]
     table = Table(name, Base.metadata, *columns, sqlite_autoincrement=True)
     Index(f"ix_{name}_archive_batch", table.c.archive_batch)
+    Index(f"ix_{name}_archived_at", table.c.archived_at)  # newest first; the change feed
     for key in ("id", "name", "cluster_id", "server_id", "instance_id"):
         if key in table.c:
             Index(f"ix_{name}_{key}", table.c[key])

@@ -26,6 +26,7 @@ class Instance(IdMixin, OwnedMixin, TimestampMixin, Base):
     __tablename__ = "instance_t"
     __table_args__ = (  # type: ignore[assignment]
         Index("ix_instance_t_created_at", "created_at"),  # lists sorted by age stay fast
+        Index("ix_instance_t_updated_at", "updated_at"),  # the web tier's change feed
         {"sqlite_autoincrement": True},
     )
 
@@ -40,6 +41,8 @@ class Instance(IdMixin, OwnedMixin, TimestampMixin, Base):
     db_name: Mapped[str | None] = mapped_column(String(64))
     db_user: Mapped[str | None] = mapped_column(String(64))
     db_password: Mapped[str | None] = mapped_column(EncryptedString)
+    # The key clients of the instance runtime present (web tier); shown to the owner.
+    api_key: Mapped[str | None] = mapped_column(EncryptedString)
     storage_key: Mapped[str] = mapped_column(String(64), nullable=False)
     provision_state: Mapped[ProvisionState] = enum_column(
         ProvisionState, default=ProvisionState.CREATED, nullable=False, index=True

@@ -37,7 +37,7 @@ from dfe.provisioning.storage import LocalStorage, owner_hash
 from dfe.services import audit, jobs
 from dfe.services.base import flush_or_conflict
 from dfe.services.errors import Conflict, InvalidInput
-from dfe.services.instances import create_instance_record, get_instance
+from dfe.services.instances import create_instance_record, get_instance, new_api_key
 from dfe.services.names import instance_name_problem
 
 log = structlog.get_logger("dfe.provisioning")
@@ -160,6 +160,8 @@ class JobRunner:
             instance.state_changed_at = utcnow()
             if instance.db_password is None:
                 instance.db_password = generate_password()
+            if instance.api_key is None:  # an instance recorded before keys existed
+                instance.api_key = new_api_key()
             resources = Resources.of(session, instance)
             password, name = instance.db_password, instance.name
         self._step(job_id, "database", 20)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import case, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from dfe.enums import ServerType
 from dfe.models import Cluster, ClusterServer, Server
@@ -67,6 +67,8 @@ def _least_loaded(session: Session, cluster_id: int, server_type: ServerType) ->
         )
         .order_by(_LOAD, Server.instance_count, Server.name, Server.id)
         .limit(1)
+        # Not the mount's joined load: PostgreSQL refuses FOR UPDATE on an outer join's side.
+        .options(lazyload(Server.mount))
         .with_for_update()
         .execution_options(populate_existing=True)
     )

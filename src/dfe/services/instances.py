@@ -6,13 +6,18 @@ job; this module only keeps the control plane's records consistent.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from dfe.db.base import utcnow
+from dfe.enums import ProvisionState
 from dfe.models import (
     ARCHIVED_TABLES,
     Cluster,
@@ -25,7 +30,16 @@ from dfe.models import (
     ServerType,
     User,
 )
-from dfe.schemas import InstancePublic
+from dfe.provisioning.drivers import InstanceDatabase, driver_for
+from dfe.provisioning.errors import StorageError
+from dfe.provisioning.storage import LocalStorage
+from dfe.schemas import (
+    InstanceApiKey,
+    InstanceChange,
+    InstanceChanges,
+    InstanceConfig,
+    InstancePublic,
+)
 from dfe.services import audit
 from dfe.services.base import flush_or_conflict, get_by_ref, snapshot
 from dfe.services.errors import InvalidInput, NotFound
@@ -125,6 +139,7 @@ def create_instance_record(
         web_server_id=servers[ServerType.WEB].id,
         app_server_id=servers[ServerType.APP].id,
         storage_key=secrets.token_hex(16),
+        api_key=new_api_key(),
     )
     session.add(instance)
     flush_or_conflict(session, f"an instance named '{name}' already exists")
@@ -193,3 +208,145 @@ def _public(instance: Instance, servers: dict[int, str]) -> InstancePublic:
         created_at=instance.created_at,
         updated_at=instance.updated_at,
     )
+
+
+# The web tier's view: an instance's config, the change feed, the runtime API key
+
+API_KEY_PREFIX = "dfei_"
+# How far back each change-feed cursor reaches: a row whose commit lagged its updated_at
+# (or whose writer's clock is a little behind) is still seen; the web tier skips repeats.
+CHANGES_OVERLAP = timedelta(seconds=15)
+MAX_CHANGES = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_CURSOR = (datetime(9999, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+
+
+def new_api_key() -> str:
+    """256 random bits: an instance runtime's API key."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def api_key_digest(api_key: str) -> str:
+    """What the web tier holds and compares (a hash suffices: the key is 256 random bits)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _live(
+    session: Session, name: str, *, web_server_id: int | None = None, owner_id: int | None = None
+) -> Instance:
+    name = name.strip().lower()
+    query = instance_query(owner_id).where(Instance.name == name)
+    if web_server_id is not None:
+        query = query.where(Instance.web_server_id == web_server_id)
+    instance: Instance | None = session.scalar(query)
+    if instance is None:
+        raise NotFound(f"instance '{name}' does not exist")
+    return instance
+
+
+def instance_config(
+    session: Session, name: str, web_server_id: int | None = None
+) -> InstanceConfig:
+    """What the web tier needs to serve a live instance; with `web_server_id`, only an
+    instance placed on that web server (others: NotFound)."""
+    instance = _live(session, name, web_server_id=web_server_id)
+    config = InstanceConfig(
+        id=instance.id,
+        name=instance.name,
+        host=host_of(instance),
+        cluster=instance.cluster.name,
+        provision_state=instance.provision_state,
+        ready_state=instance.ready_state,
+        operational_state=instance.operational_state,
+        database_url=_database_url(instance),
+        storage_root=_storage_root(instance),
+        api_key_sha256=api_key_digest(instance.api_key) if instance.api_key else None,
+        version="",
+        changed_at=instance.updated_at,
+    )
+    document = config.model_dump(mode="json", exclude={"version", "changed_at"})
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+    return config.model_copy(update={"version": digest[:16]})
+
+
+def _database_url(instance: Instance) -> str | None:
+    """The instance's own database URL, once provisioning has recorded its credentials."""
+    if instance.provision_state is not ProvisionState.PROVISIONED or not instance.db_name:
+        return None
+    server = instance.db_server
+    try:
+        driver = driver_for({"host": server.host, **server.config})
+    except ValueError:
+        return None  # a db server without a usable driver: the web tier answers 503
+    database = InstanceDatabase(
+        driver.kind,
+        instance.db_name,
+        instance.db_user or "",
+        instance.db_password or "",
+        host=instance.db_host,
+        port=instance.db_port,
+    )
+    return driver.url_for(database)
+
+
+def _storage_root(instance: Instance) -> str | None:
+    mount = instance.web_server.mount
+    if mount is None:
+        return None
+    try:
+        paths = LocalStorage(mount.root_path).paths(instance.user.storage_key, instance.name)
+    except (StorageError, ValueError):
+        return None
+    return str(paths.instance_root)
+
+
+def encode_cursor(at: datetime) -> str:
+    return str((at - _EPOCH) // timedelta(microseconds=1))
+
+
+def decode_cursor(cursor: str) -> datetime:
+    if not cursor.isdigit() or len(cursor) > 19 or int(cursor) > _LAST_CURSOR:
+        raise InvalidInput("since: not a cursor from this feed")
+    return _EPOCH + timedelta(microseconds=int(cursor))
+
+
+def instance_changes(
+    session: Session, since: str | None, web_server_id: int | None = None
+) -> InstanceChanges:
+    """Instances (on one web server, or all) whose row changed, or that were archived,
+    since the cursor; without one, only a cursor to start from."""
+    cursor = encode_cursor(utcnow() - CHANGES_OVERLAP)
+    if since is None:
+        return InstanceChanges(cursor=cursor, changes=[])
+    start = decode_cursor(since)
+    live = select(Instance.id, Instance.name, Instance.updated_at).where(
+        Instance.updated_at >= start
+    )
+    archive = ARCHIVED_TABLES[Instance.__table__]  # type: ignore[index]
+    gone = select(archive.c.id, archive.c.name, archive.c.archived_at).where(
+        archive.c.archived_at >= start
+    )
+    if web_server_id is not None:
+        live = live.where(Instance.web_server_id == web_server_id)
+        gone = gone.where(archive.c.web_server_id == web_server_id)
+    changes = [
+        InstanceChange(id=row[0], name=row[1], changed_at=row[2])
+        for row in session.execute(live.order_by(Instance.updated_at).limit(MAX_CHANGES + 1))
+    ]
+    changes += [
+        InstanceChange(id=row[0], name=row[1], changed_at=row[2], archived=True)
+        for row in session.execute(gone.order_by(archive.c.archived_at).limit(MAX_CHANGES + 1))
+    ]
+    if len(changes) > MAX_CHANGES:
+        return InstanceChanges(cursor=cursor, changes=[], reset=True)
+    return InstanceChanges(cursor=cursor, changes=changes)
+
+
+def instance_api_key(session: Session, name: str, owner_id: int | None = None) -> InstanceApiKey:
+    """A live instance's runtime API key (made now for an instance that has none)."""
+    instance = _live(session, name, owner_id=owner_id)
+    if instance.api_key is None:
+        instance.api_key = new_api_key()
+        audit.record(session, "instance.api_key", "instance", instance.id, instance.name)
+        session.flush()
+    return InstanceApiKey(name=instance.name, api_key=instance.api_key)

@@ -7,10 +7,10 @@ import re
 MIN_LENGTH, MAX_LENGTH = 3, 63
 RESERVED_NAMES = frozenset(
     {
-        "admin", "api", "app", "assets", "auth", "cdn", "console", "dashboard", "dfe", "dns",
-        "docs", "download", "downloads", "ftp", "help", "imap", "localhost", "login", "mail",
-        "mx", "ns", "ns1", "ns2", "pop", "portal", "root", "smtp", "static", "status",
-        "support", "webmail", "www",
+        "admin", "api", "app", "assets", "auth", "cdn", "changes", "console", "dashboard",
+        "dfe", "dns", "docs", "download", "downloads", "ftp", "help", "imap", "localhost",
+        "login", "mail", "mx", "ns", "ns1", "ns2", "pop", "portal", "root", "smtp", "static",
+        "status", "support", "webmail", "www",
     }
 )  # fmt: skip
 _LABEL = re.compile(r"^[a-z][a-z0-9-]*$")

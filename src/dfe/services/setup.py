@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from dfe.models import AppKey, OwnerType, ServiceRole, ServiceUser
+from dfe.models import AppKey, OwnerType, ServerType, ServiceRole, ServiceUser
 from dfe.schemas import (
     ClusterCreate,
     KeyWithSecret,
@@ -96,8 +96,11 @@ def write_key_file(path: Path, key: KeyWithSecret, console_url: str) -> Path:
     return path
 
 
-def create_local_cluster(session: Session, data_dir: Path) -> None:
-    """The embedded default estate: one machine, SQLite instance databases, local storage."""
+def create_local_cluster(session: Session, data_dir: Path) -> KeyWithSecret:
+    """The embedded default estate: one machine, SQLite instance databases, local storage.
+
+    Returns a new key of the local web server, for the web tier: write it, after the
+    commit, where `Settings.effective_host_key_file` says (`host.key` by default)."""
     mount = infrastructure.create_mount(
         session, MountCreate(name="local", root_path=str(data_dir / "storage"))
     )
@@ -114,6 +117,10 @@ def create_local_cluster(session: Session, data_dir: Path) -> None:
     cluster = infrastructure.create_cluster(
         session, ClusterCreate(name=LOCAL_CLUSTER, subdomain="localhost")
     )
+    created = {}
     for data in servers:
         server = infrastructure.create_server(session, data)
         infrastructure.assign_server(session, cluster.id, server.id)
+        created[server.server_type] = server
+    web = created[ServerType.WEB]
+    return create_key(session, OwnerType.SERVER, web.id, label=f"{web.name} (setup)")

@@ -12,7 +12,15 @@ from dfe.console.api.deps import SessionDep, SettingsDep, list_query, requires
 from dfe.enums import OwnerType, ProvisionState
 from dfe.models import Cluster, Instance, Job, User
 from dfe.provisioning import engine
-from dfe.schemas import InstanceCreate, InstanceLaunched, InstancePublic, JobPublic
+from dfe.schemas import (
+    InstanceApiKey,
+    InstanceChanges,
+    InstanceConfig,
+    InstanceCreate,
+    InstanceLaunched,
+    InstancePublic,
+    JobPublic,
+)
 from dfe.services import identity, infrastructure, instances, jobs
 from dfe.services.base import MAX_ID
 from dfe.services.errors import Forbidden, InvalidInput, NotFound
@@ -68,6 +76,61 @@ def list_instances(
         total=page.total,
         next_cursor=page.next_cursor,
     )
+
+
+def _web_server(principal: Principal) -> int | None:
+    """A web server's key sees the instances placed on that server; administrators all."""
+    return principal.owner_id if principal.key_owner is OwnerType.SERVER else None
+
+
+# Declared before /instances/{name}, which would otherwise take "changes" for a name
+# (the name is reserved, so no instance can have it).
+@router.get(
+    "/instances/changes",
+    response_model=InstanceChanges,
+    summary="Instances whose config changed since a cursor (the web tier polls this)",
+)
+def instance_changes(
+    session: SessionDep,
+    principal: Annotated[Principal, requires(Action.INSTANCE_CONFIG)],
+    since: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{1,19}$",
+            description="The cursor of the previous answer; without it, only a cursor.",
+        ),
+    ] = None,
+) -> Any:
+    return instances.instance_changes(session, since, _web_server(principal))
+
+
+@router.get(
+    "/instances/{name}/config",
+    response_model=InstanceConfig,
+    summary="What the web tier needs to serve an instance (its database password included)",
+)
+def instance_config(
+    name: str,
+    session: SessionDep,
+    principal: Annotated[Principal, requires(Action.INSTANCE_CONFIG)],
+) -> Any:
+    return instances.instance_config(session, name, _web_server(principal))
+
+
+@router.get(
+    "/instances/{name}/api-key",
+    response_model=InstanceApiKey,
+    summary="The key of an instance's runtime API (its owner and administrators)",
+)
+def instance_api_key(
+    name: str,
+    session: SessionDep,
+    principal: Annotated[Principal, requires(Action.INSTANCE_API_KEY)],
+) -> Any:
+    owner_id = None if principal.is_administrator else (principal.user_id or -1)
+    found = instances.instance_api_key(session, name, owner_id)
+    session.commit()
+    return found
 
 
 def _id_or_none(session: SessionDep, model: Any, column: str, value: str) -> int | None:
