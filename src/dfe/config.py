@@ -56,8 +56,10 @@ class Settings(BaseSettings):
         default="localhost",
         description="The Dashboard's host preview <name>.<this>: the default cluster's subdomain.",
     )
-    dashboard_instance_url: str = Field(
-        default="http://{host}/", description="An instance's link in the Dashboard ({host})."
+    dashboard_instance_url: str | None = Field(
+        default=None,
+        description="An instance's link in the Dashboard, with {host}; "
+        "default: http://{host}:<DFE_HOST_PORT>/ (the web tier on this machine).",
     )
     host_host: str = "127.0.0.1"
     host_port: int = 8080
@@ -122,6 +124,10 @@ class Settings(BaseSettings):
     @property
     def effective_host_key_file(self) -> Path:
         return self.host_key_file or self.data_dir / "host.key"
+
+    @property
+    def effective_instance_url(self) -> str:
+        return self.dashboard_instance_url or f"http://{{host}}:{self.host_port}/"
 
     @property
     def effective_console_url(self) -> str:

@@ -84,7 +84,7 @@ class NameCheck:
 
 
 def instance_url(request: Request, host: str) -> str:
-    return settings_of(request).dashboard_instance_url.replace("{host}", host)
+    return settings_of(request).effective_instance_url.replace("{host}", host)
 
 
 async def _failure_message(user: SignedIn, name: str) -> str | None:
