@@ -181,7 +181,9 @@ def cli_env(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
 # hashed as a password is remembered, and everything the API answers or the code logs
 # during a test is scanned for it when the test ends.
 
-_SECRETS: set[str] = set()
+# Secrets in the order they were made; a test is checked against those made since it began
+# (its own fixtures included), so a weak value from another test raises no false alarm.
+_SECRETS: dict[str, int] = {}
 _OUTPUTS: list[str] = []
 _SECRET_HINTS = ("password", "secret", "token", "key", "credential")
 # Responses that hand out a secret by design: a new key's secret (once), an instance's
@@ -195,7 +197,7 @@ def _remember_secret(value: str) -> None:
     # Degenerate values (say a generated password of ten zeros) would "leak" into any
     # output with a run of zeros; real secrets are long and varied.
     if len(value) >= 8 and len(set(value)) >= 5:
-        _SECRETS.add(value)
+        _SECRETS.setdefault(value, len(_SECRETS))
 
 
 def _remember_document_secrets(plaintext: str) -> None:
@@ -292,9 +294,13 @@ class SecretScanner:
     def mark(self) -> int:
         return len(_OUTPUTS)
 
-    def leaks(self, since: int) -> list[str]:
+    def secrets_mark(self) -> int:
+        return len(_SECRETS)
+
+    def leaks(self, since: int, secrets_since: int = 0) -> list[str]:
         produced = _OUTPUTS[since:]
-        return sorted({secret for secret in _SECRETS for text in produced if secret in text})
+        recent = [secret for secret, order in _SECRETS.items() if order >= secrets_since]
+        return sorted({secret for secret in recent for text in produced if secret in text})
 
     def forget(self, since: int) -> None:
         del _OUTPUTS[since:]
@@ -307,9 +313,10 @@ def secret_scanner() -> SecretScanner:
 
 @pytest.fixture(autouse=True)
 def no_secret_in_responses_or_logs() -> Iterator[None]:
-    start = len(_OUTPUTS)
+    scanner = SecretScanner()
+    start, secrets_start = scanner.mark(), scanner.secrets_mark()
     yield
-    leaks = SecretScanner().leaks(start)
+    leaks = scanner.leaks(start, secrets_start)
     if leaks:
         pytest.fail(
             f"{len(leaks)} secret(s) appeared in a response or a log line: "

@@ -9,8 +9,10 @@ process that asked (tests, debugging).
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
 from celery import Celery
 
 from dfe.config import Settings, get_settings
@@ -19,6 +21,7 @@ from dfe.logs import configure_logging
 from dfe.provisioning.engine import JobRunner
 
 TASK_NAME = "dfe.run_job"
+log = structlog.get_logger("dfe.jobs")
 # Redis and RabbitMQ redeliver (or kill) an unacknowledged task after a while;
 # jobs acknowledge when done, so allow them hours.
 _REDELIVERY = {"visibility_timeout": 6 * 3600}
@@ -43,7 +46,14 @@ class QueueDispatcher:
         self._app = celery_app(settings)
 
     def dispatch(self, job_id: int) -> None:
-        self._app.send_task(TASK_NAME, args=[job_id])
+        """Send the job to the queue. The job is recorded already: if the queue is down
+        it stays queued, and a worker's start or `dfe reconcile` runs it later."""
+        try:
+            self._app.send_task(TASK_NAME, args=[job_id])
+        except Exception as error:
+            log.warning(
+                "queue unavailable; job left queued", job_id=job_id, error=type(error).__name__
+            )
 
 
 def dispatcher_for(database: Database, settings: Settings) -> Dispatcher:
@@ -64,6 +74,11 @@ def celery_app(settings: Settings) -> Celery:
 
 
 def _make_app(broker_url: str) -> Celery:
+    if broker_url.startswith("sqla+sqlite:///"):
+        # The embedded queue is a file in the data directory, which may not exist yet.
+        Path(broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(
+            mode=0o700, parents=True, exist_ok=True
+        )
     app = Celery("dfe", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_ignore_result=True,

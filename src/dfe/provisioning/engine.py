@@ -126,11 +126,10 @@ class JobRunner:
 
     def run(self, job_id: int) -> JobStatus:
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            job = jobs.get_job(session, job_id)
-            if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-                return job.status
-            jobs.start(job, self.lease)
-            kind = job.kind
+            if not jobs.claim(session, job_id, self.lease):
+                # Done already, or another worker holds a live lease on it.
+                return jobs.get_job(session, job_id).status
+            kind = jobs.get_job(session, job_id).kind
         log.info("job started", job_id=job_id, kind=kind.value)
         try:
             if kind is JobKind.PROVISION:

@@ -43,8 +43,13 @@ def _lock_cluster(session: Session, cluster_id: int) -> Cluster:
         .values(instance_count=Cluster.instance_count)
         .execution_options(synchronize_session=False)
     )
+    # A locking read: on MySQL/MariaDB a plain SELECT would read the transaction's
+    # snapshot, which may predate the lock.
     return session.scalars(
-        select(Cluster).where(Cluster.id == cluster_id).execution_options(populate_existing=True)
+        select(Cluster)
+        .where(Cluster.id == cluster_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).one()
 
 

@@ -8,8 +8,9 @@ over jobs whose lease ran out (their worker died).
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfe.db.base import utcnow
@@ -48,13 +49,31 @@ def list_jobs(session: Session, *, limit: int = 50, status: JobStatus | None = N
     return list(session.scalars(query))
 
 
-def start(job: Job, lease: timedelta) -> None:
+def claim(session: Session, job_id: int, lease: timedelta) -> bool:
+    """Take a job to run: atomically, so two workers (or a worker and `dfe reconcile`)
+    never run one job at once. Only a queued job, or a running one whose lease ran
+    out, can be taken. True if this caller has it now."""
     now = utcnow()
-    job.status = JobStatus.RUNNING
-    job.attempts += 1
-    job.started_at = job.started_at or now
-    job.lease_expires_at = now + lease
-    job.message = None
+    taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(Job)
+        .where(
+            Job.id == job_id,
+            or_(
+                Job.status == JobStatus.QUEUED,
+                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status=JobStatus.RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            lease_expires_at=now + lease,
+            message=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(taken.rowcount)
 
 
 def advance(job: Job, step: str, progress: int, lease: timedelta) -> None:

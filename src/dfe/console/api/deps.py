@@ -132,6 +132,9 @@ def authenticate(
 
     def resolve_secret(client_id: str) -> str | None:
         key = _usable_key(session, client_id)
+        # Give the connection back before the nonce store takes one: a request must
+        # never hold one connection while waiting for a second (pool exhaustion).
+        session.rollback()
         if key is None:
             return None
         found[client_id] = key

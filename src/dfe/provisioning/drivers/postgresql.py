@@ -134,13 +134,14 @@ class PostgresqlDriver:
                             role, Literal(verifier.decode())
                         ),
                     )
-                except pg_errors.DuplicateObject:  # a parallel retry won the race
+                # A parallel retry won the race (which PostgreSQL may report either way).
+                except (pg_errors.DuplicateObject, pg_errors.UniqueViolation):
                     self._run(raw, set_password)
             if not self._is_superuser(connection):
                 # CREATE DATABASE ... OWNER needs the admin to be a member of the owner.
                 self._run(raw, SQL("GRANT {} TO CURRENT_USER").format(role))
             if not self._database_exists(connection, database_name):
-                with suppress(pg_errors.DuplicateDatabase):  # a parallel retry won the race
+                with suppress(pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
                     self._run(raw, SQL("CREATE DATABASE {} OWNER {}").format(database, role))
             self._run(raw, SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
             # Only the owner (and superusers) may connect: no instance reaches another's data.

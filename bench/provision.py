@@ -1,0 +1,436 @@
+"""Benchmark: provisioning end to end against the raw work it does, and placement.
+
+    .venv/bin/python bench/provision.py [--instances 200] [--pg-instances 30]
+                                        [--placements 300] [--rounds 3] [--threads 2]
+                                        [--skip-postgresql]
+
+1. Embedded default (SQLite Console database, SQLite instance databases, local storage,
+   DFE_QUEUE_EAGER so each job runs inside its request): instances launched through
+   the signed API, POST /api/v1/instances over HTTP (httpx2 + dfe.client.AppKeyAuth,
+   `--threads` keep-alive connections) to a uvicorn server in a process of its own
+   (bench/_console_server.py), each answer checked to be 202 with a succeeded job;
+   against the raw floor: the same file, directory and row work in a plain loop in
+   this process (the rows through the service functions in one transaction, the SQLite
+   file with os.open, the tree with LocalStorage).
+2. PostgreSQL: a provision + deprovision cycle through the engine (launch, JobRunner,
+   request_deprovision, JobRunner; SQLite Console database) against a loop of bare
+   CREATE ROLE + CREATE DATABASE + DROP DATABASE + DROP ROLE on one admin connection.
+3. Placement: time per `place()` decision with 1,000 servers in one cluster carrying
+   100,000 instances. The counters (instance_count) are set with UPDATEs, not by
+   inserting 100,000 instance rows; placement reads only the counters. On the SQLite
+   Console database, and on PostgreSQL unless skipped.
+
+The machine is shared, so each measure runs beside its floor: embedded rounds alternate
+(API round, floor round, ...; the best round of each is reported), PostgreSQL cycles
+alternate one by one (engine, bare, engine, ...; total time of each). Every database,
+role and file made is removed, also when a step fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import suppress
+from pathlib import Path
+
+import httpx2
+import psycopg
+import structlog
+from psycopg import sql
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
+
+from dfe.client import AppKeyAuth
+from dfe.config import Settings
+from dfe.db.migrate import upgrade
+from dfe.db.session import Database, open_database
+from dfe.enums import JobKind, JobStatus, OwnerType, ProvisionState, ServerType
+from dfe.models import Cluster, ClusterServer, Server
+from dfe.provisioning import LocalStorage, generate_password, instance_database_names
+from dfe.provisioning.drivers.sqlite import SUFFIX
+from dfe.provisioning.engine import JobRunner, launch, request_deprovision
+from dfe.provisioning.placement import place
+from dfe.schemas import ClusterCreate, ServerCreate, ServiceUserCreate, UserCreate
+from dfe.services import identity, infrastructure, jobs, setup
+from dfe.services.instances import create_instance_record
+
+PASSWORD = "bench-password-1"
+OWNER = "owner@example.com"
+PG_ADMIN_URL = os.environ.get("DFE_BENCH_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_embedded(data_dir: Path) -> tuple[Settings, str, str]:
+    """`dfe setup` with the local cluster, and a user to own the instances."""
+    settings = Settings(data_dir=data_dir, queue_eager=True)
+    database = open_database(settings)
+    upgrade(database)
+    with database.transaction(actor="bench") as session:
+        result = setup.run_setup(
+            session, ServiceUserCreate(email="admin@example.com", password=PASSWORD), force=False
+        )
+        setup.create_local_cluster(session, data_dir)
+        identity.create_user(session, UserCreate(email=OWNER, password=PASSWORD))
+    database.dispose()
+    key = result.keys[OwnerType.CONSOLE]
+    return settings, key.client_id, key.client_secret
+
+
+def start_server(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DFE_DATA_DIR": str(data_dir), "DFE_QUEUE_EAGER": "true"}
+    for name in ("DFE_DATABASE_URL", "DFE_BROKER_URL", "DFE_ENCRYPTION_KEYS"):
+        env.pop(name, None)
+    command = [sys.executable, str(Path(__file__).with_name("_console_server.py")), str(port)]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
+            return process
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the benchmark server did not start")
+
+
+def api_round(base: str, auth: AppKeyAuth, names: list[str], threads: int) -> float:
+    """Launch every name through the API from `threads` connections; instances/s."""
+    chunks = [names[i::threads] for i in range(threads)]
+    errors: list[str] = []
+
+    def worker(chunk: list[str]) -> None:
+        with httpx2.Client(base_url=base, auth=auth, timeout=60) as client:
+            for name in chunk:
+                response = client.post("/api/v1/instances", json={"name": name, "owner": OWNER})
+                if response.status_code != 202 or response.json()["job"]["status"] != "succeeded":
+                    errors.append(f"{response.status_code} {response.text[:300]}")
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(chunk,)) for chunk in chunks]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} launches failed, first: {errors[0]}")
+    return len(names) / elapsed
+
+
+def floor_round(settings: Settings, names: list[str]) -> float:
+    """The same rows, file and tree, in a plain loop; instances/s."""
+    database = open_database(settings)
+    with database.session() as session:
+        user = identity.get_user(session, OWNER)
+        cluster = infrastructure.get_cluster(session, setup.LOCAL_CLUSTER)
+        servers = {kind: infrastructure.get_server(session, f"local-{kind}") for kind in ServerType}
+        directory = Path(servers[ServerType.DB].config["path"])
+        storage = LocalStorage(servers[ServerType.WEB].mount.root_path)
+        owner_key = user.storage_key
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for name in names:
+        with database.transaction(actor="bench") as session:
+            instance = create_instance_record(session, name, user, cluster, servers)
+            job = jobs.create_job(session, JobKind.PROVISION, instance)
+            database_name, user_name = instance_database_names(name, instance.id)
+            instance.db_name, instance.db_user = database_name, user_name
+            instance.db_password = generate_password()
+            instance.provision_state = ProvisionState.PROVISIONED
+            jobs.finish(job, JobStatus.SUCCEEDED)
+        os.close(os.open(directory / f"{database_name}{SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o640))
+        storage.create_instance_tree(owner_key, name)
+    elapsed = time.perf_counter() - started
+    database.dispose()
+    return len(names) / elapsed
+
+
+def bench_embedded(count: int, rounds: int, threads: int) -> tuple[float, float]:
+    with (
+        tempfile.TemporaryDirectory(prefix="dfe-bench-api-") as api_dir,
+        tempfile.TemporaryDirectory(prefix="dfe-bench-floor-") as floor_dir,
+    ):
+        _, client_id, secret = prepare_embedded(Path(api_dir))
+        floor_settings, _, _ = prepare_embedded(Path(floor_dir))
+        port = free_port()
+        server = start_server(port, Path(api_dir))
+        base, auth = f"http://127.0.0.1:{port}", AppKeyAuth(client_id, secret)
+        api_rates, floor_rates = [], []
+        try:
+            api_round(base, auth, [f"warm{n}" for n in range(20)], threads)
+            floor_round(floor_settings, [f"warm{n}" for n in range(20)])
+            for r in range(rounds):
+                names = [f"r{r}i{n:05d}" for n in range(count)]
+                api_rates.append(api_round(base, auth, names, threads))
+                floor_rates.append(floor_round(floor_settings, names))
+        finally:
+            server.terminate()
+            server.wait()
+    return max(api_rates), max(floor_rates)
+
+
+# PostgreSQL
+
+
+def pg_available() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        return str(error).splitlines()[0]
+    return None
+
+
+def pg_server_config() -> tuple[str, dict[str, object]]:
+    url = make_url(PG_ADMIN_URL)
+    return url.host or "127.0.0.1", {
+        "driver": "postgresql",
+        "port": url.port or 5432,
+        "admin_user": url.username,
+        "admin_password": url.password or "",
+    }
+
+
+def engine_cycle(database: Database, runner: JobRunner, name: str) -> float:
+    """Provision and deprovision one instance through the engine; seconds."""
+    started = time.perf_counter()
+    with database.transaction(actor="bench") as session:
+        user = identity.get_user(session, OWNER)
+        _, job = launch(session, user, name, infrastructure.get_cluster(session, "pg").id)
+        job_id = job.id
+    if runner.run(job_id) is not JobStatus.SUCCEEDED:
+        raise SystemExit(f"provisioning {name} failed: {jobs_message(database, job_id)}")
+    with database.transaction(actor="bench") as session:
+        job_id = request_deprovision(session, name).id
+    if runner.run(job_id) is not JobStatus.SUCCEEDED:
+        raise SystemExit(f"deprovisioning {name} failed: {jobs_message(database, job_id)}")
+    return time.perf_counter() - started
+
+
+def jobs_message(database: Database, job_id: int) -> str | None:
+    with database.session() as session:
+        return jobs.get_job(session, job_id).message
+
+
+def bare_cycle(connection: psycopg.Connection, name: str) -> float:
+    """CREATE ROLE + CREATE DATABASE + DROP DATABASE + DROP ROLE; seconds."""
+    ident = sql.Identifier(name)
+    started = time.perf_counter()
+    connection.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(generate_password()))
+    )
+    connection.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(ident, ident))
+    connection.execute(sql.SQL("DROP DATABASE {}").format(ident))
+    connection.execute(sql.SQL("DROP ROLE {}").format(ident))
+    return time.perf_counter() - started
+
+
+def drop_everything(names: list[str]) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+        for name in names:
+            with suppress(psycopg.Error):
+                connection.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+            with suppress(psycopg.Error):
+                connection.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def bench_postgresql(count: int) -> tuple[float, float]:
+    tag = uuid.uuid4().hex[:6]
+    host, config = pg_server_config()
+    made: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="dfe-bench-pg-") as data_dir:
+        settings, _, _ = prepare_embedded(Path(data_dir))
+        database = open_database(settings)
+        with database.transaction(actor="bench") as session:
+            infrastructure.create_server(
+                session, ServerCreate(name="pg-db", server_type="db", host=host, config=config)
+            )
+            cluster = infrastructure.create_cluster(
+                session, ClusterCreate(name="pg", subdomain="pg.localhost")
+            )
+            for server in ("pg-db", "local-web", "local-app"):
+                infrastructure.assign_server(session, cluster.id, server)
+        runner = JobRunner(database, settings)
+        engine_time = bare_time = 0.0
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+                # One engine cycle, then one bare cycle, and so on: both see the same
+                # load on a shared server. The first pair warms up.
+                for n in range(count + 1):
+                    name = f"pg{tag}i{n}"
+                    with database.session() as session:
+                        next_id = 1 + (session.scalar(text("SELECT max(id) FROM instance_t")) or 0)
+                    made.append(instance_database_names(name, next_id)[0])
+                    seconds = engine_cycle(database, runner, name)
+                    made.append(f"dfe_bench_{tag}_{n}")
+                    bare_seconds = bare_cycle(connection, made[-1])
+                    if n:
+                        engine_time += seconds
+                        bare_time += bare_seconds
+        finally:
+            database.dispose()
+            drop_everything(made)
+    return count / engine_time, count / bare_time
+
+
+# Placement
+
+
+def build_placement_estate(database: Database, servers: int, instances: int) -> int:
+    """One cluster of `servers` servers (a third of each type, random capacities) whose
+    counters say they carry `instances` instances; the counters set with UPDATEs."""
+    rng = random.Random(7)
+    per_type = {ServerType.DB: servers - 2 * (servers // 3)}
+    per_type[ServerType.WEB] = per_type[ServerType.APP] = servers // 3
+    with database.transaction(actor="bench") as session:
+        cluster = Cluster(name="big", subdomain="big.localhost", max_instances=instances * 2)
+        session.add(cluster)
+        session.flush()
+        rows = []
+        for server_type, count in per_type.items():
+            for n in range(count):
+                server = Server(
+                    name=f"{server_type.value}-{n:04d}",
+                    server_type=server_type,
+                    host="localhost",
+                    config={},
+                    max_instances=rng.choice([None, 400, 500, 1000]),
+                    is_enabled=rng.random() > 0.05,
+                )
+                rows.append(server)
+        session.add_all(rows)
+        session.flush()
+        session.add_all(ClusterServer(cluster_id=cluster.id, server_id=s.id) for s in rows)
+        session.flush()
+        for server_type, count in per_type.items():
+            typed = [s for s in rows if s.server_type is server_type]
+            loads = [0] * count
+            for _ in range(instances):  # spread the instances at random, within capacity
+                loads[rng.randrange(count)] += 1
+            for server, load in zip(typed, loads, strict=True):
+                if server.max_instances is not None:
+                    load = min(load, server.max_instances - 1)
+                session.execute(
+                    update(Server).where(Server.id == server.id).values(instance_count=load)
+                )
+        session.execute(
+            update(Cluster).where(Cluster.id == cluster.id).values(instance_count=instances)
+        )
+        return cluster.id
+
+
+def time_placements(database: Database, cluster_id: int, count: int) -> list[float]:
+    """Milliseconds per place() (locks and three choices), each in a rolled-back transaction."""
+    timings = []
+    with database.session(actor="bench") as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            placement = place(session, cluster_id)
+            timings.append((time.perf_counter() - started) * 1000)
+            session.rollback()
+            assert len(placement.servers) == 3
+    return timings
+
+
+def bench_placement(url: str | None, count: int) -> tuple[float, float, float]:
+    with tempfile.TemporaryDirectory(prefix="dfe-bench-place-") as data_dir:
+        database = open_database(Settings(data_dir=Path(data_dir), database_url=url))
+        try:
+            upgrade(database)
+            cluster_id = build_placement_estate(database, 1000, 100_000)
+            with database.session() as session:
+                total = session.scalar(
+                    select(Cluster.instance_count).where(Cluster.id == cluster_id)
+                )
+                assert total == 100_000
+            time_placements(database, cluster_id, 20)  # warm-up
+            timings = time_placements(database, cluster_id, count)
+        finally:
+            database.dispose()
+    timings.sort()
+    return statistics.mean(timings), statistics.median(timings), timings[int(len(timings) * 0.95)]
+
+
+def pg_console_database() -> tuple[str, str]:
+    name = f"dfe_bench_console_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
+    return name, url.render_as_string(hide_password=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=200, help="per round, embedded")
+    parser.add_argument("--pg-instances", type=int, default=30, help="PostgreSQL cycles")
+    parser.add_argument("--placements", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="embedded rounds")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-postgresql", action="store_true")
+    args = parser.parse_args()
+    # The engine's info lines (job started/succeeded) would flood the report.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    pg_problem = "skipped" if args.skip_postgresql else pg_available()
+
+    print(f"1. embedded default, {args.rounds} rounds of {args.instances} instances (best):")
+    api, floor = bench_embedded(args.instances, args.rounds, args.threads)
+    print(
+        f"   signed API (POST /api/v1/instances over HTTP to uvicorn, {args.threads} "
+        f"connections, jobs inline): {api:7.1f} instances/s"
+    )
+    print(f"   raw floor (rows, SQLite file, storage tree; plain loop): {floor:7.1f} instances/s")
+    print(f"   ratio API/floor: {api / floor:.2f} (aim: >= 0.50; and >= 100 instances/s)")
+
+    print(
+        f"2. PostgreSQL instance databases, {args.pg_instances} provision + deprovision cycles"
+        " each way, interleaved:"
+    )
+    if pg_problem:
+        print(f"   not measured: {pg_problem}")
+    else:
+        engine_rate, bare_rate = bench_postgresql(args.pg_instances)
+        print(f"   through the engine (launch, job, deprovision, job): {engine_rate:6.1f} cycles/s")
+        print(f"   bare CREATE ROLE/DATABASE + DROP, one connection:   {bare_rate:6.1f} cycles/s")
+        print(f"   ratio engine/bare: {engine_rate / bare_rate:.2f} (aim: >= 0.80)")
+
+    print(
+        "3. placement, 1,000 servers, 100,000 instances (counters set by UPDATE, "
+        f"no instance rows), {args.placements} decisions:"
+    )
+    mean, median, p95 = bench_placement(None, args.placements)
+    print(
+        f"   SQLite:     {mean:.3f} ms mean, {median:.3f} ms median, {p95:.3f} ms p95 (aim: < 2 ms)"
+    )
+    if not pg_problem:
+        name, url = pg_console_database()
+        try:
+            mean, median, p95 = bench_placement(url, args.placements)
+        finally:
+            drop_everything([name])
+        print(
+            f"   PostgreSQL: {mean:.3f} ms mean, {median:.3f} ms median, {p95:.3f} ms p95 "
+            "(aim: < 2 ms)"
+        )
+
+
+if __name__ == "__main__":
+    main()
