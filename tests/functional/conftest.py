@@ -70,3 +70,30 @@ def console(db, tmp_path) -> Console:
     )
     world.client.auth = world.admin
     return world
+
+
+def _build_cli_estate(dfe: Any) -> None:
+    """A mount, one db/web/app server each and a cluster holding them, made with `dfe`
+    (local or remote: `dfe` is the test's command runner)."""
+    dfe("mount", "create", "disk1", "--root", "/srv/disk1")
+    dfe(
+        "server",
+        "create",
+        "db1",
+        "--type",
+        "db",
+        "--host",
+        "db1.internal",
+        "--config",
+        '{"driver": "postgresql", "port": 5432, "admin_password": "s3cret-admin"}',
+    )
+    dfe("server", "create", "web1", "--type", "web", "--host", "web1.internal", "--mount", "disk1")
+    dfe("server", "create", "app1", "--type", "app", "--host", "app1.internal", "--capacity", "5")
+    dfe("cluster", "create", "east", "--subdomain", "east.example.com", "--capacity", "100")
+    for server in ("db1", "web1", "app1"):
+        dfe("cluster", "assign", "east", server)
+
+
+@pytest.fixture
+def build_cli_estate() -> Any:
+    return _build_cli_estate

@@ -36,28 +36,8 @@ def _json(output: str):
     return json.loads(output)
 
 
-def build_estate(dfe) -> None:
-    dfe("mount", "create", "disk1", "--root", "/srv/disk1")
-    dfe(
-        "server",
-        "create",
-        "db1",
-        "--type",
-        "db",
-        "--host",
-        "db1.internal",
-        "--config",
-        '{"driver": "postgresql", "port": 5432, "admin_password": "s3cret-admin"}',
-    )
-    dfe("server", "create", "web1", "--type", "web", "--host", "web1.internal", "--mount", "disk1")
-    dfe("server", "create", "app1", "--type", "app", "--host", "app1.internal", "--capacity", "5")
-    dfe("cluster", "create", "east", "--subdomain", "east.example.com", "--capacity", "100")
-    for server in ("db1", "web1", "app1"):
-        dfe("cluster", "assign", "east", server)
-
-
-def test_estate_verbs_and_json_listings(dfe):
-    build_estate(dfe)
+def test_estate_verbs_and_json_listings(dfe, build_cli_estate):
+    build_cli_estate(dfe)
     clusters = _json(dfe("cluster", "list", "--json"))
     assert [c["name"] for c in clusters] == ["east"]
     assert clusters[0]["servers"] == ["app1", "db1", "web1"]
@@ -80,8 +60,8 @@ def test_estate_verbs_and_json_listings(dfe):
     assert _json(dfe("mount", "show", "disk1", "--json"))["root_path"] == "/srv/disk2"
 
 
-def test_delete_archive_restore_round_trip(dfe):
-    build_estate(dfe)
+def test_delete_archive_restore_round_trip(dfe, build_cli_estate):
+    build_cli_estate(dfe)
     dfe("cluster", "delete", "east", "--yes")
     assert _json(dfe("cluster", "list", "--json")) == []
     archived = _json(dfe("archive", "list", "cluster", "--json"))
@@ -187,8 +167,8 @@ def test_bad_input_gets_one_clear_line_and_exit_2(dfe, args, message):
     assert "Traceback" not in output
 
 
-def test_duplicates_and_in_use_are_refused(dfe):
-    build_estate(dfe)
+def test_duplicates_and_in_use_are_refused(dfe, build_cli_estate):
+    build_cli_estate(dfe)
     assert "already exists" in dfe(
         "server", "create", "DB1", "--type", "db", "--host", "h", expect=2
     )
@@ -254,8 +234,8 @@ def test_the_installed_command_prints_no_traceback(cli_env):
     assert result.stdout == ""
 
 
-def test_audit_log_records_cli_changes(dfe):
-    build_estate(dfe)
+def test_audit_log_records_cli_changes(dfe, build_cli_estate):
+    build_cli_estate(dfe)
     dfe("cluster", "update", "east", "--capacity", "7")
     entries = _json(dfe("audit", "--target", "east", "--json"))
     assert entries[0]["action"] == "cluster.update"

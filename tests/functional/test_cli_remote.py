@@ -129,28 +129,8 @@ def _json(output: str):
     return json.loads(output)
 
 
-def build_estate(dfe: Run) -> None:
-    dfe("mount", "create", "disk1", "--root", "/srv/disk1")
-    dfe(
-        "server",
-        "create",
-        "db1",
-        "--type",
-        "db",
-        "--host",
-        "db1.internal",
-        "--config",
-        '{"driver": "postgresql", "port": 5432, "admin_password": "s3cret-admin"}',
-    )
-    dfe("server", "create", "web1", "--type", "web", "--host", "web1.internal", "--mount", "disk1")
-    dfe("server", "create", "app1", "--type", "app", "--host", "app1.internal", "--capacity", "5")
-    dfe("cluster", "create", "east", "--subdomain", "east.example.com", "--capacity", "100")
-    for server in ("db1", "web1", "app1"):
-        dfe("cluster", "assign", "east", server)
-
-
-def test_estate_verbs_and_json_listings(dfe):
-    build_estate(dfe)
+def test_estate_verbs_and_json_listings(dfe, build_cli_estate):
+    build_cli_estate(dfe)
     clusters = [c for c in _json(dfe("cluster", "list", "--json")) if c["name"] != "local"]
     assert [c["name"] for c in clusters] == ["east"]
     assert clusters[0]["servers"] == ["app1", "db1", "web1"]
@@ -174,8 +154,8 @@ def test_estate_verbs_and_json_listings(dfe):
     assert _json(dfe("mount", "show", "disk1", "--json"))["root_path"] == "/srv/disk2"
 
 
-def test_both_modes_print_the_same(dfe, local):
-    build_estate(dfe)
+def test_both_modes_print_the_same(dfe, local, build_cli_estate):
+    build_cli_estate(dfe)
     dfe("user", "create", "ann@example.com", "--password-file", "@PASSWORD_FILE")
     dfe("cluster", "delete", "east", "--yes")
     dfe("cluster", "create", "east", "--subdomain", "again.example.com")
@@ -206,8 +186,8 @@ def test_both_modes_print_the_same(dfe, local):
     )
 
 
-def test_delete_archive_restore_round_trip(dfe):
-    build_estate(dfe)
+def test_delete_archive_restore_round_trip(dfe, build_cli_estate):
+    build_cli_estate(dfe)
     dfe("cluster", "delete", "east", "--yes")
     assert "east" not in [c["name"] for c in _json(dfe("cluster", "list", "--json"))]
     archived = _json(dfe("archive", "list", "cluster", "--json"))
@@ -300,8 +280,8 @@ def test_people_and_keys(dfe):
     assert "ops@example.com" not in dfe("service-user", "list")
 
 
-def test_api_problems_are_one_line(dfe):
-    build_estate(dfe)
+def test_api_problems_are_one_line(dfe, build_cli_estate):
+    build_cli_estate(dfe)
     for args, message in [
         # 404
         (("cluster", "assign", "nope", "db1"), "cluster 'nope' does not exist"),
