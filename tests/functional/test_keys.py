@@ -306,3 +306,25 @@ def test_revoke_deletes_the_key(db, engine_name):
         assert s.get(Instance, estate["instance"].id) is not None  # type: ignore[attr-defined]
     with pytest.raises(NotFound), db.transaction(actor="ops") as s:
         keys.revoke_key(s, key.client_id)
+
+
+def test_reconcile_destroys_keys_past_their_expiry(db):
+    from datetime import timedelta
+
+    from dfe.config import Settings
+    from dfe.enums import OwnerType
+    from dfe.models import AppKey
+    from dfe.provisioning.engine import reconcile
+    from dfe.services import keys
+
+    with db.transaction(actor="ops") as s:
+        old = keys.create_key(s, OwnerType.CONSOLE, label="old")
+        keeper = keys.create_key(s, OwnerType.CONSOLE, label="keeper")
+        keys.rotate_key(s, old.client_id, timedelta(0))  # the old key ends at once
+    report = reconcile(db, Settings(), fix=False)
+    assert report.purged_keys == [old.client_id]
+    with db.session() as s:
+        remaining = {k.client_id for k in s.scalars(keys.select(AppKey))}
+    assert old.client_id not in remaining
+    assert keeper.client_id in remaining
+    assert reconcile(db, Settings(), fix=False).purged_keys == []

@@ -142,6 +142,7 @@ def reconcile(
                 "requeued_jobs": report.requeued_jobs,
                 "orphans": [vars(o) for o in report.orphans],
                 "removed": [vars(o) for o in report.removed],
+                "purged_keys": report.purged_keys,
             }
         )
         return
@@ -149,10 +150,12 @@ def reconcile(
         stdout.print(f"resumed job {job_id} (its worker had stopped)")
     for job_id in report.requeued_jobs:
         stdout.print(f"queued job {job_id} again (no worker had taken it)")
+    for client_id in report.purged_keys:
+        stdout.print(f"destroyed expired key {client_id}")
     for orphan in report.orphans:
         verb = "removed" if orphan in report.removed else "found"
         stdout.print(f"{verb} orphan {orphan.kind} {orphan.name} on {orphan.server}")
-    if not (report.resumed_jobs or report.requeued_jobs or report.orphans):
+    if not (report.resumed_jobs or report.requeued_jobs or report.orphans or report.purged_keys):
         stdout.print("nothing to do: every job is alive and nothing is orphaned")
     elif report.orphans and not fix:
         stdout.print("run again with --fix to remove the orphans")

@@ -34,7 +34,7 @@ from dfe.provisioning.names import (
 )
 from dfe.provisioning.placement import place
 from dfe.provisioning.storage import LocalStorage, owner_hash
-from dfe.services import audit, jobs
+from dfe.services import audit, jobs, keys
 from dfe.services.base import flush_or_conflict
 from dfe.services.errors import Conflict, InvalidInput
 from dfe.services.instances import create_instance_record, get_instance, new_api_key
@@ -253,6 +253,7 @@ class ReconcileReport:
     requeued_jobs: list[int] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
     removed: list[Orphan] = field(default_factory=list)
+    purged_keys: list[str] = field(default_factory=list)
 
 
 def stale_job_ids(database: Database, settings: Settings) -> tuple[list[int], list[int]]:
@@ -301,7 +302,8 @@ def find_orphans(database: Database) -> list[Orphan]:
 
 
 def reconcile(database: Database, settings: Settings, *, fix: bool) -> ReconcileReport:
-    """Finish what dead workers left, then find (and with `fix`, remove) orphans.
+    """Finish what dead workers left, destroy expired keys, then find (and with `fix`,
+    remove) orphans.
 
     A running job whose lease ran out is run again from the start here (its steps
     are idempotent); so is a queued job nobody took within the lease period.
@@ -315,6 +317,8 @@ def reconcile(database: Database, settings: Settings, *, fix: bool) -> Reconcile
     for job_id in waiting:
         runner.run(job_id)
         report.requeued_jobs.append(job_id)
+    with database.transaction(actor="reconcile") as session:
+        report.purged_keys = keys.purge_expired(session)
     report.orphans = find_orphans(database)
     if fix:
         for orphan in report.orphans:

@@ -160,5 +160,16 @@ def record_use(session: Session, key: AppKey) -> bool:
     return True
 
 
+def purge_expired(session: Session) -> list[str]:
+    """Destroy keys past their expiry (rotated-out ones among them); their client ids."""
+    purged = []
+    for key in session.scalars(select(AppKey).where(AppKey.expires_at <= utcnow())):
+        audit.record(session, "key.purge", "key", key.id, key.client_id, before=_public(key))
+        purged.append(key.client_id)
+        session.delete(key)
+    session.flush()
+    return purged
+
+
 def expired(key: AppKey) -> bool:
     return key.expires_at is not None and key.expires_at <= utcnow()
