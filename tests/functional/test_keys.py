@@ -247,7 +247,7 @@ def test_rotation_replaces_a_key_without_downtime(db, engine_name):
         assert rotated_out.replaced_by_id == new.id
         assert rotated_out.expires_at is not None
         assert started < rotated_out.expires_at <= utcnow() + GRACE
-        assert not keys.expired(rotated_out)
+        assert not keys.expired(rotated_out.expires_at)
         assert {k.client_id for k in keys.list_keys(s, OwnerType.USER, user_id)} == {
             old.client_id,
             new.client_id,

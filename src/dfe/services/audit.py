@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from dfe.db.session import ACTOR
@@ -49,6 +50,34 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def entry_query(
+    *,
+    actor: str | None = None,
+    target: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Select[Any]:
+    """Audit entries by actor (containing), target name, action and time (a time
+    without a zone is taken as UTC, the zone of every stored time)."""
+    query = select(AuditEntry)
+    if actor:
+        query = query.where(AuditEntry.actor.contains(actor))
+    if target:
+        query = query.where(AuditEntry.target_name == target)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    if since:
+        query = query.where(AuditEntry.at >= _as_utc(since))
+    if until:
+        query = query.where(AuditEntry.at < _as_utc(until))
+    return query
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def entries(
     session: Session,
     *,
@@ -57,11 +86,6 @@ def entries(
     action: str | None = None,
     limit: int = 100,
 ) -> list[AuditEntry]:
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-    if actor:
-        query = query.where(AuditEntry.actor.contains(actor))
-    if target:
-        query = query.where(AuditEntry.target_name == target)
-    if action:
-        query = query.where(AuditEntry.action == action)
-    return list(session.scalars(query))
+    """The newest entries that match, newest first."""
+    query = entry_query(actor=actor, target=target, action=action)
+    return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))

@@ -171,5 +171,6 @@ def purge_expired(session: Session) -> list[str]:
     return purged
 
 
-def expired(key: AppKey) -> bool:
-    return key.expires_at is not None and key.expires_at <= utcnow()
+def expired(expires_at: datetime | None) -> bool:
+    """Whether a key with this expiry may no longer be used."""
+    return expires_at is not None and expires_at <= utcnow()

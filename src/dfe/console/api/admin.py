@@ -1,6 +1,6 @@
 """App keys, the archive, rate limits and the audit log: the operators' tools."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -23,7 +23,7 @@ from dfe.schemas import (
     LimitPublic,
     LimitUpdate,
 )
-from dfe.services import archive, keys, limits
+from dfe.services import archive, audit, keys, limits
 from dfe.services.listing import ListQuery, next_cursor, offset_of, paginate
 
 router = APIRouter()
@@ -190,17 +190,7 @@ def audit_log(
     until: datetime | None = None,
     _: Any = requires(Action.AUDIT_READ),
 ) -> Any:
-    entries = select(AuditEntry)
-    if actor:
-        entries = entries.where(AuditEntry.actor.contains(actor))
-    if target:
-        entries = entries.where(AuditEntry.target_name == target)
-    if action:
-        entries = entries.where(AuditEntry.action == action)
-    if since:
-        entries = entries.where(AuditEntry.at >= _as_utc(since))
-    if until:
-        entries = entries.where(AuditEntry.at < _as_utc(until))
+    entries = audit.entry_query(actor=actor, target=target, action=action, since=since, until=until)
     page = paginate(
         session,
         entries,
@@ -215,11 +205,6 @@ def audit_log(
         total=page.total,
         next_cursor=page.next_cursor,
     )
-
-
-def _as_utc(moment: datetime) -> datetime:
-    """A time given without a zone is taken as UTC, the zone of every stored time."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 limits_resource = Resource(

@@ -29,7 +29,6 @@ from dfe.auth.signatures import (
     verify_request,
 )
 from dfe.config import Settings
-from dfe.db.base import utcnow
 from dfe.db.session import ACTOR, Database
 from dfe.enums import OwnerType
 from dfe.models import AppKey, ServiceUser, User
@@ -116,7 +115,7 @@ def _usable_key(session: Session, client_id: str) -> _KeyRow | None:
     if row is None:
         return None
     key = _KeyRow(*row)
-    if key.expires_at is not None and key.expires_at <= utcnow():
+    if keys.expired(key.expires_at):
         return None
     return key
 
