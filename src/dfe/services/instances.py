@@ -52,10 +52,8 @@ def get_instance(session: Session, ref: str | int) -> Instance:
 
 
 def list_instances(session: Session, user: User | None = None) -> list[Instance]:
-    query = select(Instance).order_by(Instance.name)
-    if user is not None:
-        query = query.where(Instance.user_id == user.id)
-    return list(session.scalars(query))
+    query = instance_query(owner_id=user.id if user is not None else None)
+    return list(session.scalars(query.order_by(Instance.name)))
 
 
 def instance_query(owner_id: int | None = None, only_id: int | None = None) -> Select[Any]:
