@@ -55,7 +55,13 @@ class Keyring:
 
     def rotate(self, token: str) -> str:
         """Re-encrypt a token under the newest key."""
-        return self._fernet.rotate(token.encode()).decode()
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise KeyringError(
+                "a stored secret cannot be decrypted with the configured keys "
+                "(keep the old key after the new one until `dfe db reencrypt` has run)"
+            ) from None
 
 
 def _read_or_create_key_file(data_dir: Path) -> list[str]:

@@ -30,6 +30,7 @@ from dfe.db import migrate
 from dfe.models import Cluster
 from dfe.schemas import ServiceUserCreate
 from dfe.services import setup as setup_service
+from dfe.services.reencrypt import reencrypt_secrets
 
 db_app = typer.Typer(cls=DfeGroup, help="The Console's database.", no_args_is_help=True)
 config_app = typer.Typer(cls=DfeGroup, help="Settings.", no_args_is_help=True)
@@ -66,6 +67,19 @@ def db_check(as_json: bool = JsonOption) -> None:
             stdout.print(f"[red]problem[/] {line}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@db_app.command("reencrypt")
+def db_reencrypt() -> None:
+    """Rewrite every stored secret under the newest encryption key (after a key rotation)."""
+    db = database()
+    try:
+        counts = reencrypt_secrets(db, actor())
+    finally:
+        db.dispose()
+    for table, count in counts.items():
+        stdout.print(f"{table}: {count} secret(s) re-encrypted")
+    stdout.print("every secret is now encrypted with the first key; older keys can be removed")
 
 
 @config_app.command("show")
