@@ -244,6 +244,16 @@ def pytest_configure(config: pytest.Config) -> None:
     import dfe.services.identity as identity
 
     identity.hash_password = hash_password  # type: ignore[assignment]
+    import dfe.services.accounts as accounts
+
+    original_reset_token = accounts.new_reset_token
+
+    def new_reset_token() -> str:
+        token = original_reset_token()
+        _remember_secret(token)
+        return token
+
+    accounts.new_reset_token = new_reset_token
 
     for client_class in (httpx2.Client, httpx2.AsyncClient):
         _record_responses(client_class)
