@@ -61,6 +61,45 @@ class Settings(BaseSettings):
         description="An instance's link in the Dashboard, with {host}; "
         "default: http://{host}:<DFE_HOST_PORT>/ (the web tier on this machine).",
     )
+    dashboard_url: str | None = Field(
+        default=None,
+        description="The Dashboard's public address, for links in mails; "
+        "default: http://<dashboard_host>:<dashboard_port>.",
+    )
+    dashboard_logo: str | None = Field(
+        default=None,
+        description="Logo in the Dashboard's navigation bar: an http(s) URL, or an image "
+        "file the Dashboard serves.",
+    )
+    dashboard_stylesheet: str | None = Field(
+        default=None,
+        description="An extra stylesheet loaded after the Dashboard's own: an http(s) URL, "
+        "or a CSS file the Dashboard serves.",
+    )
+    smtp_url: str | None = Field(
+        default=None,
+        description="smtp://user:password@host:port (add ?starttls=true) or smtps://...; "
+        "default: each mail is written as an .eml file into mail_outbox_dir.",
+    )
+    mail_from: str = Field(default="DFE <dfe@localhost>", description="Sender of every mail.")
+    mail_outbox_dir: Path | None = Field(
+        default=None, description="Where mails go without DFE_SMTP_URL; default: data_dir/outbox."
+    )
+    password_reset_ttl_seconds: int = Field(
+        default=3600, ge=1, description="How long a password reset link works."
+    )
+    password_reset_max_per_account: int = Field(
+        default=3, ge=1, description="Reset mails one account gets per window (more: none)."
+    )
+    password_reset_max_per_address: int = Field(
+        default=20, ge=1, description="Reset requests one address may make per window."
+    )
+    password_reset_window_seconds: int = 3600
+    default_instance_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Instances a user may own when their own limit is not set; 0: no limit.",
+    )
     host_host: str = "127.0.0.1"
     host_port: int = 8080
     host_subdomain: str = Field(
@@ -111,6 +150,15 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value:
+            from dfe.mail import parse_smtp_url
+
+            parse_smtp_url(value)
+        return value or None
+
     @property
     def proxies(self) -> frozenset[str]:
         return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
@@ -128,6 +176,16 @@ class Settings(BaseSettings):
     @property
     def effective_instance_url(self) -> str:
         return self.dashboard_instance_url or f"http://{{host}}:{self.host_port}/"
+
+    @property
+    def effective_dashboard_url(self) -> str:
+        return (self.dashboard_url or f"http://{self.dashboard_host}:{self.dashboard_port}").rstrip(
+            "/"
+        )
+
+    @property
+    def effective_outbox_dir(self) -> Path:
+        return self.mail_outbox_dir or self.data_dir / "outbox"
 
     @property
     def effective_console_url(self) -> str:
@@ -154,7 +212,7 @@ class Settings(BaseSettings):
                 value = "********" if value.get_secret_value() else ""
             elif name == "database_url":
                 value = make_url(self.effective_database_url).render_as_string(hide_password=True)
-            elif name in ("redis_url", "broker_url") and value:
+            elif name in ("redis_url", "broker_url", "smtp_url") and value:
                 value = make_url(value).render_as_string(hide_password=True)
             shown[name] = str(value) if isinstance(value, Path) else value
         return shown

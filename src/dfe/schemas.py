@@ -70,6 +70,7 @@ Password = Annotated[
     SecretStr, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
 ]
 Capacity = Annotated[int, Field(ge=0, le=10_000_000)]
+InstanceLimit = Annotated[int, Field(ge=0, le=1_000_000)]
 Host = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")]
 
 
@@ -207,6 +208,9 @@ class UserUpdate(Input):
     nickname: str | None = Field(default=None, max_length=128)
     is_admin: bool | None = None
     is_active: bool | None = None
+    instance_limit: InstanceLimit | None = Field(
+        default=None, description="0: no limit; null: the default (DFE_DEFAULT_INSTANCE_LIMIT)."
+    )
 
 
 class UserPublic(Output):
@@ -217,6 +221,7 @@ class UserPublic(Output):
     nickname: str | None
     is_admin: bool
     is_active: bool
+    instance_limit: int | None = None
     last_login_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -447,3 +452,30 @@ class InstanceLaunched(BaseModel):
 
     instance: InstancePublic
     job: JobPublic
+
+
+# Accounts: password resets and changes
+
+
+class PasswordResetRequest(Input):
+    email: str = Field(min_length=3, max_length=192)
+    address: str | None = Field(
+        default=None, max_length=64, description="The end user's IP address, for throttling."
+    )
+
+
+class PasswordResetAccepted(BaseModel):
+    """The one answer to a reset request, whether or not the account exists."""
+
+    detail: str
+
+
+class PasswordResetConfirm(Input):
+    token: SecretStr = Field(min_length=16, max_length=256)
+    password: Password
+
+
+class PasswordChange(Input):
+    current_password: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    password: Password
+    address: str | None = Field(default=None, max_length=64)

@@ -206,17 +206,27 @@ def test_every_form_field_has_a_label(
     ui: type[Ui], new_page: Callable[..., Page], stack: Stack
 ) -> None:
     page = new_page()
-    for path in ("/login", "/register"):
+    for path in ("/login", "/register", "/forgot-password", "/reset-password/" + "t" * 43):
         page.goto(path)
         assert page.evaluate(LABEL_CHECK) == [], path
     ui.signed_up(page)
     name = ui.unique("label-")
     ui.launch(page, name)
     expect(ui.row(page, name)).to_have_attribute("data-state", "provisioned", timeout=30_000)
-    for path in ("/", f"/instances/{name}", f"/instances/{name}/delete", "/account"):
+    for path in (
+        "/",
+        f"/instances/{name}",
+        f"/instances/{name}/delete",
+        "/account",
+        "/account/password",
+    ):
         page.goto(path)
         assert page.locator("input:not([type=hidden])").count() + page.locator("button").count()
         assert page.evaluate(LABEL_CHECK) == [], path
+    page.goto(f"/instances/{name}")
+    page.get_by_role("button", name="Show the API key").click()
+    expect(page.locator("[data-role=api-key]")).to_be_visible()
+    assert page.evaluate(LABEL_CHECK) == [], "the revealed API key"
 
 
 def test_bad_input_is_kept_and_explained(ui: type[Ui], page: Page, stack: Stack) -> None:

@@ -197,3 +197,62 @@ def test_an_unreachable_console_during_a_poll_leaves_the_page_alone(tmp_path: Pa
     page = client.get("/")
     assert page.status_code == 503
     assert '<meta http-equiv="refresh" content="5; url=/">' in page.text
+
+
+def test_branding_from_urls_is_allowed_by_the_security_policy(tmp_path: Path) -> None:
+    client = dashboard(
+        tmp_path,
+        console_answering({}),
+        dashboard_logo="https://cdn.example.com/brand/logo.png",
+        dashboard_stylesheet="https://styles.example.net/brand.css",
+    )
+    page = client.get("/login")
+    assert '<img src="https://cdn.example.com/brand/logo.png"' in page.text
+    assert '<link rel="stylesheet" href="https://styles.example.net/brand.css">' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "img-src 'self' data: https://cdn.example.com;" in policy
+    assert "style-src 'self' https://styles.example.net;" in policy
+    assert client.get("/branding/logo").status_code == 404  # nothing served here
+
+
+def test_without_branding_the_policy_allows_only_the_dashboard(tmp_path: Path) -> None:
+    page = dashboard(tmp_path, console_answering({})).get("/login")
+    assert 'data-role="logo"' not in page.text
+    policy = page.headers["content-security-policy"]
+    assert "img-src 'self' data:;" in policy and "style-src 'self';" in policy
+    assert dashboard(tmp_path, console_answering({})).get("/branding/style.css").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("dashboard_logo", "/nonexistent/logo.png", "neither an http(s) URL nor a file"),
+        ("dashboard_stylesheet", "https://", "a URL without a host"),
+    ],
+)
+def test_bad_branding_is_a_clear_error(
+    tmp_path: Path, setting: str, value: str, message: str
+) -> None:
+    from dfe.dashboard.branding import BrandingError
+
+    with pytest.raises(BrandingError, match=re.escape(message)):
+        create_app(settings_for(tmp_path, **{setting: value}))
+
+
+def test_reset_tokens_never_reach_the_access_log() -> None:
+    import logging
+
+    from dfe.dashboard.passwords import RedactResetTokens
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/reset-password/abcdefSECRET123456?x=1", "1.1", 303),
+        None,
+    )
+    assert RedactResetTokens().filter(record)
+    assert "SECRET" not in record.getMessage()
+    assert "/reset-password/[token]?x=1" in record.getMessage()

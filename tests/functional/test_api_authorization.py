@@ -222,6 +222,7 @@ def test_policy_table():
     assert {a for a in Action if allowed(dashboard, a)} == {
         Action.REGISTER_USER,
         Action.CHECK_LOGIN,
+        Action.RESET_PASSWORD,
     }
     own = {
         Action.OWN_ACCOUNT,

@@ -27,6 +27,8 @@ class Action(enum.StrEnum):
     AUDIT_READ = "audit.read"
     REGISTER_USER = "users.register"
     CHECK_LOGIN = "logins.check"
+    # Ask for a reset mail, set a password with its token.
+    RESET_PASSWORD = "passwords.reset"  # noqa: S105 (an action's name)
     OWN_ACCOUNT = "account.own"  # the acting user's own profile
     INSTANCES_READ = "instances.read"  # lists; a user sees their own
     INSTANCES_WRITE = "instances.write"  # launch and delete; a user, their own
@@ -50,7 +52,7 @@ _USER_ACTIONS = frozenset(
         Action.INSTANCE_API_KEY,
     }
 )
-_DASHBOARD_ACTIONS = frozenset({Action.REGISTER_USER, Action.CHECK_LOGIN})
+_DASHBOARD_ACTIONS = frozenset({Action.REGISTER_USER, Action.CHECK_LOGIN, Action.RESET_PASSWORD})
 
 
 def allowed(principal: Principal, action: Action) -> bool:

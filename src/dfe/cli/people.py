@@ -25,6 +25,7 @@ from dfe.schemas import (
     UserCreate,
     UserUpdate,
 )
+from dfe.services.errors import InvalidInput
 
 users = typer.Typer(cls=DfeGroup, help="Dashboard users.", no_args_is_help=True)
 service_users = typer.Typer(cls=DfeGroup, help="Console operators.", no_args_is_help=True)
@@ -40,9 +41,29 @@ def _changes(**values: object) -> dict[str, object]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def _instance_limit(text: str) -> int | None:
+    """--instance-limit: a number, or 'default' (None: follow the setting)."""
+    if text.strip().lower() == "default":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(
+            f"--instance-limit: {text!r} is neither a number nor 'default'"
+        ) from None
+
+
 # Users
 
-USER_COLUMNS = ("email", "first_name", "last_name", "is_admin", "is_active", "created_at")
+USER_COLUMNS = (
+    "email",
+    "first_name",
+    "last_name",
+    "is_admin",
+    "is_active",
+    "instance_limit",
+    "created_at",
+)
 
 
 @users.command("create")
@@ -86,19 +107,28 @@ def user_update(
     last_name: Annotated[str | None, typer.Option("--last-name")] = None,
     admin: Annotated[bool | None, typer.Option("--admin/--no-admin")] = None,
     active: Annotated[bool | None, typer.Option("--activate/--deactivate")] = None,
+    instance_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--instance-limit",
+            help="Most instances the user may own: a number (0: no limit), or 'default' "
+            "(DFE_DEFAULT_INSTANCE_LIMIT).",
+        ),
+    ] = None,
 ) -> None:
     """Change a user."""
     password = read_password(password_file) if password_file else None
-    data = UserUpdate(
-        **_changes(
-            email=new_email,
-            password=password,
-            first_name=first_name,
-            last_name=last_name,
-            is_admin=admin,
-            is_active=active,
-        )
+    changes = _changes(
+        email=new_email,
+        password=password,
+        first_name=first_name,
+        last_name=last_name,
+        is_admin=admin,
+        is_active=active,
     )
+    if instance_limit is not None:
+        changes["instance_limit"] = _instance_limit(instance_limit)
+    data = UserUpdate(**changes)
     user = backend().update_user(email, data)
     stdout.print(f"updated user [bold]{user.email}[/]")
 

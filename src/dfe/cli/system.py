@@ -26,6 +26,7 @@ from dfe.cli.common import (
     settings,
     stdout,
 )
+from dfe.dashboard.branding import BrandingError, branding_of
 from dfe.db import migrate
 from dfe.models import Cluster
 from dfe.schemas import ServiceUserCreate
@@ -166,6 +167,10 @@ def serve_dashboard(
     config = settings()
     if not (config.data_dir / "dashboard.key").is_file():
         fail(f"no Dashboard key in {config.data_dir}: run `dfe setup` first")
+    try:
+        branding_of(config)
+    except BrandingError as error:
+        fail(str(error))
     uvicorn.run(
         "dfe.dashboard.app:create_app",
         factory=True,

@@ -49,6 +49,7 @@ from dfe.schemas import (
     MountCreate,
     MountPublic,
     MountUpdate,
+    PasswordResetAccepted,
     ServerCreate,
     ServerPublic,
     ServerUpdate,
@@ -342,6 +343,27 @@ def login(email: str, password: str | SecretStr, address: str | None = None) -> 
 
 def account() -> Call[UserPublic]:
     return _get("/account", model(UserPublic))
+
+
+def request_password_reset(email: str, address: str | None = None) -> Call[PasswordResetAccepted]:
+    document: dict[str, Any] = {"email": email}
+    if address is not None:
+        document["address"] = address
+    return Call("POST", "/password-resets", model(PasswordResetAccepted), body=body(document))
+
+
+def confirm_password_reset(token: str | SecretStr, password: str | SecretStr) -> Call[UserPublic]:
+    document = {"token": token, "password": password}
+    return Call("POST", "/password-resets/confirm", model(UserPublic), body=body(document))
+
+
+def change_password(
+    current_password: str | SecretStr, password: str | SecretStr, address: str | None = None
+) -> Call[LoginResponse]:
+    document: dict[str, Any] = {"current_password": current_password, "password": password}
+    if address is not None:
+        document["address"] = address
+    return Call("POST", "/account/password", model(LoginResponse), body=body(document))
 
 
 def list_service_users(

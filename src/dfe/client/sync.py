@@ -53,6 +53,7 @@ from dfe.schemas import (
     MountCreate,
     MountPublic,
     MountUpdate,
+    PasswordResetAccepted,
     ServerCreate,
     ServerPublic,
     ServerUpdate,
@@ -321,6 +322,30 @@ class ConsoleClient:
     def account(self) -> UserPublic:
         """The acting user's own account (a user key, or a client `with_user_token`)."""
         return self.call(calls.account())
+
+    def request_password_reset(
+        self, email: str, *, address: str | None = None
+    ) -> PasswordResetAccepted:
+        """Ask the Console to mail a reset link (Dashboard key); the same answer whether
+        or not the account exists. `address` is the end user's IP, for throttling."""
+        return self.call(calls.request_password_reset(email, address))
+
+    def confirm_password_reset(
+        self, token: str | SecretStr, password: str | SecretStr
+    ) -> UserPublic:
+        """Set a new password with a reset link's token (Dashboard key); it works once."""
+        return self.call(calls.confirm_password_reset(token, password))
+
+    def change_password(
+        self,
+        current_password: str | SecretStr,
+        password: str | SecretStr,
+        *,
+        address: str | None = None,
+    ) -> LoginResponse:
+        """Change the acting user's password; the answer's token replaces this client's
+        (every other session of the user ends)."""
+        return self.call(calls.change_password(current_password, password, address))
 
     # Service users
 

@@ -27,6 +27,7 @@ from dfe.dashboard.web import (
     settings_of,
 )
 from dfe.schemas import MIN_PASSWORD_LENGTH, UserCreate
+from dfe.services.instance_limits import effective_limit
 
 router = APIRouter()
 
@@ -177,5 +178,9 @@ async def logout(request: Request) -> Response:
 @router.get("/account")
 async def account(request: Request, user: SignedInDep) -> Response:
     profile = await user.console.account()
-    context: dict[str, Any] = {"profile": profile}
+    limit = effective_limit(profile.instance_limit, settings_of(request).default_instance_limit)
+    context: dict[str, Any] = {
+        "profile": profile,
+        "instance_limit": "none" if limit is None else f"{limit} instance{'s' * (limit != 1)}",
+    }
     return render(request, "account.html", context)

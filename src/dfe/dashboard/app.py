@@ -13,7 +13,7 @@ from dfe import __version__
 from dfe.client import AsyncConsoleClient
 from dfe.client._base import read_key_file
 from dfe.config import Settings, get_settings
-from dfe.dashboard import accounts, errors, instances
+from dfe.dashboard import accounts, branding, errors, instances, passwords
 from dfe.dashboard.security import SecurityHeaders, SessionCookies, check_csrf, session_secret
 from dfe.dashboard.web import make_templates
 
@@ -40,6 +40,7 @@ def create_app(
     if not key_path.is_file():
         raise DashboardKeyMissing(f"no Dashboard key at {key_path}: run `dfe setup` first")
     client_id, client_secret, key_console_url = read_key_file(key_path)
+    brand = branding.branding_of(settings)
     if console is None:
         console = AsyncConsoleClient(
             settings.console_url or key_console_url or settings.effective_console_url,
@@ -65,10 +66,14 @@ def create_app(
     )
     app.state.settings = settings
     app.state.console = client
+    app.state.branding = brand
     app.state.templates = make_templates()
     errors.install(app)
     app.include_router(accounts.router)
     app.include_router(instances.router)
+    app.include_router(passwords.router)
+    app.include_router(branding.router)
+    passwords.redact_access_log()
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
         SessionCookies,
@@ -76,5 +81,9 @@ def create_app(
         max_age=settings.user_token_ttl_seconds,
         proxies=settings.proxies,
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(
+        SecurityHeaders,
+        image_origins=brand.origins(brand.logo),
+        style_origins=brand.origins(brand.stylesheet),
+    )
     return app

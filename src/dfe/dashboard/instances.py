@@ -14,13 +14,14 @@ from dfe.dashboard.web import (
     SignedInDep,
     flash,
     form_of,
+    is_htmx,
     redirect,
     render,
     sentence,
     settings_of,
 )
 from dfe.enums import OperationalState, ProvisionState
-from dfe.schemas import InstanceCreate, InstancePublic
+from dfe.schemas import InstanceApiKey, InstanceCreate, InstancePublic
 from dfe.services.names import MAX_LENGTH, MIN_LENGTH, instance_name_problem
 
 router = APIRouter()
@@ -208,13 +209,34 @@ async def _visible_instance(user: SignedIn, name: str) -> InstancePublic:
 @router.get("/instances/{name}")
 async def instance_page(request: Request, name: str, user: SignedInDep) -> Response:
     instance = await _visible_instance(user, name)
+    return _instance_page(request, instance)
+
+
+def _instance_page(
+    request: Request, instance: InstancePublic, api_key: InstanceApiKey | None = None
+) -> Response:
+    state = state_view(instance)
     context = {
         "instance": instance,
-        "state": state_view(instance),
+        "state": state,
         "url": instance_url(request, instance.host),
         "deletable": not instance.archived and instance.provision_state in DELETABLE_STATES,
+        "has_api_key": state.reachable and not instance.archived,
+        "api_key": api_key,
     }
     return render(request, "instance.html", context)
+
+
+@router.post("/instances/{name}/api-key")
+async def reveal_api_key(request: Request, name: str, user: SignedInDep) -> Response:
+    """The instance's runtime API key, shown to its owner on request (a POST: never
+    cached, never in an address bar or a log)."""
+    instance = await _visible_instance(user, name)
+    api_key = await user.console.get_instance_api_key(instance.name)
+    if is_htmx(request):
+        context = {"api_key": api_key, "url": instance_url(request, instance.host)}
+        return render(request, "_api_key.html", context)
+    return _instance_page(request, instance, api_key)
 
 
 def _delete_page(

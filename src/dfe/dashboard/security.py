@@ -138,13 +138,24 @@ class SecurityHeaders:
     no sniffing, and no caching of pages (they show a user's data)."""
 
     POLICY = (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
-        "object-src 'none'"
+        "default-src 'self'; script-src 'self'; style-src 'self'{styles}; "
+        "img-src 'self' data:{images}; connect-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
     )
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        image_origins: tuple[str, ...] = (),
+        style_origins: tuple[str, ...] = (),
+    ) -> None:
+        """`image_origins` and `style_origins`: other origins the branding loads from."""
         self.app = app
+        self.policy = self.POLICY.format(
+            styles="".join(f" {origin}" for origin in style_origins),
+            images="".join(f" {origin}" for origin in image_origins),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,7 +167,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [
-                    (b"content-security-policy", self.POLICY.encode()),
+                    (b"content-security-policy", self.policy.encode()),
                     (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),

@@ -63,8 +63,11 @@ def _take_flashes(request: Request) -> Callable[[], list[tuple[str, str]]]:
 def _page_context(request: Request) -> dict[str, Any]:
     settings = settings_of(request)
     session = session_of(request)
+    brand = request.app.state.branding
     return {
         "product_name": settings.dashboard_product_name,
+        "logo_url": brand.logo.url if brand.logo else None,
+        "stylesheet_url": brand.stylesheet.url if brand.stylesheet else None,
         "open_registration": settings.dashboard_open_registration,
         "signed_in_email": session.get("email") if session.get("token") else None,
         "csrf_token": csrf_token(request),

@@ -15,7 +15,7 @@ from dfe.enums import (
     ServiceRole,
 )
 from dfe.models.archive import ARCHIVED_TABLES, archive_table
-from dfe.models.identity import ServiceUser, User
+from dfe.models.identity import PasswordReset, ServiceUser, User
 from dfe.models.infrastructure import Cluster, ClusterServer, Mount, Server
 from dfe.models.instances import Instance, InstanceGuest, InstanceServer
 from dfe.models.keys import AppKey
@@ -42,6 +42,7 @@ __all__ = [
     "MountType",
     "OperationalState",
     "OwnerType",
+    "PasswordReset",
     "ProvisionState",
     "ReadyState",
     "SeenNonce",

@@ -34,7 +34,7 @@ from dfe.provisioning.names import (
 )
 from dfe.provisioning.placement import place
 from dfe.provisioning.storage import LocalStorage, owner_hash
-from dfe.services import audit, jobs, keys
+from dfe.services import audit, instance_limits, jobs, keys, notifications
 from dfe.services.base import flush_or_conflict
 from dfe.services.errors import Conflict, InvalidInput
 from dfe.services.instances import create_instance_record, get_instance, new_api_key
@@ -56,6 +56,7 @@ def launch(session: Session, user: User, name: str, cluster_id: int) -> tuple[In
         raise InvalidInput(f"instance name '{name}' {problem}")
     if session.scalar(select(Instance.id).where(Instance.name == name)) is not None:
         raise Conflict(f"an instance named '{name}' already exists")
+    instance_limits.check_instance_limit(session, user)  # first lock: the owner's row
     placement = place(session, cluster_id)
     instance = create_instance_record(session, name, user, placement.cluster, placement.servers)
     job = jobs.create_job(session, JobKind.PROVISION, instance)
@@ -143,6 +144,8 @@ class JobRunner:
             log.warning("job failed", job_id=job_id, error=message)
             self._fail(job_id, kind, message)
             return JobStatus.FAILED
+        finally:
+            notifications.job_finished(self.database, self.settings, job_id)  # never raises
         log.info("job succeeded", job_id=job_id)
         return JobStatus.SUCCEEDED
 

@@ -83,7 +83,7 @@ def _update(
     before = snapshot(person)
     changes = data.model_dump(exclude_unset=True, exclude={"password"})
     for field, value in changes.items():
-        if value is not None or field == "nickname":
+        if value is not None or field in ("nickname", "instance_limit"):
             setattr(person, field, value)
     if data.password is not None:
         person.password_hash = hash_password(data.password.get_secret_value())
