@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     host_max_upload_bytes: int = Field(
         default=32 * 1024 * 1024, description="Largest file an instance's API accepts."
     )
+    host_usage_flush_seconds: float = Field(
+        default=60, description="How often the web tier adds its request counts to metrics_t."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may read GET /metrics from anywhere; "
+        "without it, only unproxied clients on loopback may.",
+    )
     redis_url: str | None = Field(default=None, description="Shared replay cache and counters.")
     broker_url: str | None = Field(
         default=None,
@@ -110,6 +118,10 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def metrics_token_value(self) -> str | None:
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
     @property
     def proxies(self) -> frozenset[str]:

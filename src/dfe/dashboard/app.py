@@ -13,9 +13,10 @@ from dfe import __version__
 from dfe.client import AsyncConsoleClient
 from dfe.client._base import read_key_file
 from dfe.config import Settings, get_settings
-from dfe.dashboard import accounts, errors, instances
+from dfe.dashboard import accounts, errors, instances, usage
 from dfe.dashboard.security import SecurityHeaders, SessionCookies, check_csrf, session_secret
 from dfe.dashboard.web import make_templates
+from dfe.metrics.prometheus import MetricsMiddleware, RequestMetrics
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 KEY_FILE = "dashboard.key"
@@ -69,6 +70,7 @@ def create_app(
     errors.install(app)
     app.include_router(accounts.router)
     app.include_router(instances.router)
+    app.include_router(usage.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
         SessionCookies,
@@ -77,4 +79,7 @@ def create_app(
         proxies=settings.proxies,
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(
+        MetricsMiddleware, metrics=RequestMetrics("dashboard"), token=settings.metrics_token_value
+    )
     return app
