@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         "without it, only unproxied clients on loopback may.",
     )
     redis_url: str | None = Field(default=None, description="Shared replay cache and counters.")
+    redis_namespace: str = Field(
+        default="dfe",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of the rate-limit counters' Redis keys (one per installation).",
+    )
     broker_url: str | None = Field(
         default=None,
         description="Job queue: redis://... or amqp://...; default SQLite in data_dir.",

@@ -407,7 +407,8 @@ class LocalBackend:
 
     def reset_limit(self, label: str) -> LimitPublic:
         with transaction() as session:
-            found = limits.reset_limits(session, [label], settings().redis_url)
+            config = settings()
+            found = limits.reset_limits(session, [label], config.redis_url, config.redis_namespace)
             return limits.limit_publics(session, found)[0]
 
     def list_metrics(

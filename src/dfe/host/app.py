@@ -132,7 +132,7 @@ class WebTier:
             poll_interval=settings.host_poll_seconds,
             on_gone=self.forget,
         )
-        self.limiter = limiter or limiter_for(settings.redis_url)
+        self.limiter = limiter or limiter_for(settings.redis_url, settings.redis_namespace)
         self.usage = UsageCounter(console, settings.host_usage_flush_seconds)
         self.metrics = RequestMetrics("host")
         self._tasks: list[asyncio.Task[None]] = []

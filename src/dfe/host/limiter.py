@@ -10,7 +10,7 @@ key), those refused included; over any limit, the answer is 429.
 Counters live in process memory (`MemoryCounters`), or in Redis when
 `DFE_REDIS_URL` is set (`RedisCounters`: INCR and EXPIREAT in one MULTI/EXEC
 transaction per request, so several web-tier processes share them exactly).
-A counter's key is `dfe:rl:<limit id>:<reset generation>:<subject>:<window>`:
+A counter's key is `<DFE_REDIS_NAMESPACE>:rl:<limit id>:<reset generation>:<subject>:<window>`:
 a reset in the Console raises the generation, so every process starts counting
 afresh once its config reflects the reset. Redis being unreachable does not
 take instances down: requests are let through (and a warning logged).
@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from dfe.enums import LIMIT_PERIOD_SECONDS, LimitScope
 from dfe.schemas import InstanceLimit
-from dfe.services.limits import REDIS_KEY_PREFIX
+from dfe.services.limits import counter_prefix
 
 log = structlog.get_logger("dfe.host")
 
@@ -144,14 +144,16 @@ class Decision:
         return [(name, value.encode("latin-1")) for name, value in values]
 
 
-def counter_key(limit: InstanceLimit, subject: str, window: int) -> str:
-    return f"{REDIS_KEY_PREFIX}{limit.id}:{limit.generation}:{subject}:{window}"
-
-
 class RateLimiter:
-    def __init__(self, counters: Counters, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        clock: Callable[[], float] = time.time,
+        namespace: str = "dfe",
+    ) -> None:
         self.counters = counters
         self.clock = clock
+        self.prefix = counter_prefix(namespace)
         self._warned_at = -math.inf
 
     async def check(
@@ -172,7 +174,8 @@ class RateLimiter:
             period = LIMIT_PERIOD_SECONDS[limit.period]
             window = int(now // period)
             subject = limit.client_id if limit.scope is LimitScope.KEY else str(instance_id)
-            keys.append((counter_key(limit, subject or "", window), (window + 1) * period))
+            key = f"{self.prefix}{limit.id}:{limit.generation}:{subject}:{window}"
+            keys.append((key, (window + 1) * period))
             ends.append((window + 1) * period)
         try:
             counts = await self.counters.increment(keys, now)
@@ -192,5 +195,6 @@ class RateLimiter:
             await self.counters.aclose()
 
 
-def limiter_for(redis_url: str | None) -> RateLimiter:
-    return RateLimiter(RedisCounters(redis_url) if redis_url else MemoryCounters())
+def limiter_for(redis_url: str | None, namespace: str = "dfe") -> RateLimiter:
+    counters: Counters = RedisCounters(redis_url) if redis_url else MemoryCounters()
+    return RateLimiter(counters, namespace=namespace)

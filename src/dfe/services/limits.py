@@ -26,7 +26,12 @@ from dfe.services.infrastructure import get_cluster
 from dfe.services.instances import get_instance
 
 log = structlog.get_logger("dfe.limits")
-REDIS_KEY_PREFIX = "dfe:rl:"  # <prefix><limit id>:<generation>:<subject>:<window>
+
+
+def counter_prefix(namespace: str) -> str:
+    """What every rate-limit counter's Redis key starts with:
+    `<namespace>:rl:<limit id>:<generation>:<subject>:<window>`."""
+    return f"{namespace}:rl:"
 
 
 def get_limit(session: Session, ref: str | int) -> Limit:
@@ -92,7 +97,10 @@ def delete_limit(session: Session, ref: str | int) -> None:
 
 
 def reset_limits(
-    session: Session, refs: Sequence[str | int], redis_url: str | None = None
+    session: Session,
+    refs: Sequence[str | int],
+    redis_url: str | None = None,
+    namespace: str = "dfe",
 ) -> list[Limit]:
     """Start the counters of these limits from zero, in every web-tier process.
 
@@ -107,11 +115,11 @@ def reset_limits(
         audit.record(session, "limit.reset", "limit", limit.id, limit.label)
         touch_instances(session, limit)
     if redis_url:
-        delete_redis_counters(redis_url, [limit.id for limit in found])
+        delete_redis_counters(redis_url, namespace, [limit.id for limit in found])
     return found
 
 
-def delete_redis_counters(redis_url: str, limit_ids: Sequence[int]) -> None:
+def delete_redis_counters(redis_url: str, namespace: str, limit_ids: Sequence[int]) -> None:
     """Delete the Redis counters of these limits (best effort: the generation already
     made them unused)."""
     import redis
@@ -120,7 +128,7 @@ def delete_redis_counters(redis_url: str, limit_ids: Sequence[int]) -> None:
         client = redis.Redis.from_url(redis_url, socket_timeout=5)
         try:
             for limit_id in limit_ids:
-                pattern = f"{REDIS_KEY_PREFIX}{limit_id}:*"
+                pattern = f"{counter_prefix(namespace)}{limit_id}:*"
                 batch = list(client.scan_iter(match=pattern, count=1000))
                 for start in range(0, len(batch), 1000):
                     client.delete(*batch[start : start + 1000])

@@ -242,7 +242,7 @@ def reset_limit(
     settings: SettingsDep,
     _: Any = requires(Action.LIMITS_WRITE),
 ) -> Any:
-    found = limits.reset_limits(session, [ref], settings.redis_url)
+    found = limits.reset_limits(session, [ref], settings.redis_url, settings.redis_namespace)
     session.commit()
     return LimitsReset(limits=limits.limit_publics(session, found))
 
