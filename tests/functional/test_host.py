@@ -645,6 +645,13 @@ def test_an_instance_app_key_is_accepted_and_limited_on_its_own(hosting):
     client_id, secret = made.json()["client_id"], made.json()["client_secret"]
     world.wait_for_feed()  # a new key of the instance is in its config
     assert world.status("GET", name, "/api/tables", secret) == 200
+    # Isolation: its key opens no other instance, and no other kind of key opens it.
+    other = unique("other")
+    world.launch(other)
+    assert world.call("GET", other, "/api/tables", secret).json()["code"] == "invalid_api_key"
+    user_key = world.console.post("/api/v1/keys", json={"owner_type": "user", "owner": ANN})
+    assert world.status("GET", name, "/api/tables", user_key.json()["client_secret"]) == 401
+    assert world.status("GET", name, "/api/tables", client_id) == 401  # the public half
     limit = {"label": f"{name}-robot", "scope": "key", "client_id": client_id,
              "period": "30-days", "max_requests": 1}  # fmt: skip
     assert world.console.post("/api/v1/limits", json=limit).status_code == 201
