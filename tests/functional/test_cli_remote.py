@@ -483,6 +483,7 @@ def test_limits_api_keys_and_metrics_in_both_modes(dfe, local):
     assert remote_key["name"] == "shop" and remote_key["api_key"].startswith("dfei_")
     assert _json(local("instance", "api-key", "shop", "--json")) == remote_key
     assert remote_key["api_key"] in local("instance", "api-key", "shop")
+    assert dfe("instance", "api-key", "shop", "--quiet") == remote_key["api_key"] + "\n"
     assert "does not exist" in dfe("instance", "api-key", "nope", expect=2)
 
     created = _json(

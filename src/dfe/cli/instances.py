@@ -118,9 +118,18 @@ def job_list(
 
 
 @instance_app.command("api-key")
-def instance_api_key(name: str, as_json: bool = JsonOption) -> None:
+def instance_api_key(
+    name: str,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print the key alone (for scripts).")
+    ] = False,
+    as_json: bool = JsonOption,
+) -> None:
     """Print the key of an instance's runtime API (made now if it has none)."""
     found = backend().instance_api_key(name)
+    if quiet:
+        typer.echo(found.api_key)
+        return
     if as_json:
         print_json({"name": found.name, "api_key": found.api_key})
         return
