@@ -105,7 +105,7 @@ def start(
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts processes slowly
     while time.monotonic() < deadline:
         try:
             if httpx2.get(health, headers={"host": host}, timeout=1).status_code == 200:

@@ -3,12 +3,14 @@ and storage per day, as server-drawn SVG charts (no script)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import httpx2
 import pytest
 from playwright.sync_api import Page, expect
+from sqlalchemy import create_engine, text
 
 from dfe.client import ConsoleClient
 from dfe.schemas import InstanceCreate, RequestCount, RequestCounts, UserCreate
@@ -82,3 +84,21 @@ def test_every_process_serves_prometheus_metrics_to_loopback(stack: Stack) -> No
         stack.url("console") + "/metrics", headers={"X-Forwarded-For": "203.0.113.7"}, timeout=10
     )
     assert proxied.status_code == 404
+
+
+def test_the_worker_runs_the_daily_tasks_once(stack: Stack) -> None:
+    engine = create_engine(f"sqlite:///{stack.data_dir / 'dfe.db'}")
+    query = text("SELECT task, day, succeeded FROM daily_run_t WHERE task = 'metrics.gather'")
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            with engine.connect() as connection:
+                runs = connection.execute(query).all()
+            if runs and runs[0][2] is not None:
+                break
+            assert time.monotonic() < deadline, "the worker ran no daily task"
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    assert len(runs) == 1
+    assert (str(runs[0][1]), bool(runs[0][2])) == (datetime.now(UTC).date().isoformat(), True)
