@@ -234,3 +234,39 @@ def _redis_keys(redis_url: str, namespace: str) -> list[str]:
         return list(client.scan_iter(match=f"{namespace}:*"))
     finally:
         client.close()
+
+
+def test_redis_counters_are_exact_under_concurrency_and_expire_with_their_window():
+    redis_url = redis_or_skip()
+    import asyncio
+
+    import redis
+
+    from dfe.host.limiter import RateLimiter, RedisCounters
+    from dfe.schemas import InstanceLimit
+
+    namespace = f"test{uuid.uuid4().hex[:12]}"
+    rule = InstanceLimit(id=1, label="l", scope="instance", period="hour", max_requests=30)
+
+    async def hammer() -> list[int]:
+        limiters = [RateLimiter(RedisCounters(redis_url), namespace=namespace) for _ in range(2)]
+        try:
+            decisions = await asyncio.gather(
+                *(limiters[n % 2].check(5, [rule], None) for n in range(50))
+            )
+        finally:
+            for limiter in limiters:
+                await limiter.aclose()
+        return sorted(d.hits[0].count for d in decisions if d is not None)
+
+    assert asyncio.run(hammer()) == list(range(1, 51))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        (key,) = client.scan_iter(match=f"{namespace}:*")
+        assert key.startswith(f"{namespace}:rl:1:0:5:")
+        assert client.get(key) == "50"
+        window_end = (int(key.rsplit(":", 1)[1]) + 1) * 3600
+        assert 0 < client.ttl(key) <= window_end + 1 - int(time.time()) + 1
+        client.delete(key)
+    finally:
+        client.close()

@@ -8,8 +8,9 @@ toward each limit that applies to it (a key's limit: requests presenting that
 key), those refused included; over any limit, the answer is 429.
 
 Counters live in process memory (`MemoryCounters`), or in Redis when
-`DFE_REDIS_URL` is set (`RedisCounters`: INCR and EXPIREAT in one MULTI/EXEC
-transaction per request, so several web-tier processes share them exactly).
+`DFE_REDIS_URL` is set (`RedisCounters`: one Lua script per request that INCRs
+each applicable counter and sets its EXPIREAT on creation; a script runs
+atomically, so several web-tier processes share the counters exactly).
 A counter's key is `<DFE_REDIS_NAMESPACE>:rl:<limit id>:<reset generation>:<subject>:<window>`:
 a reset in the Console raises the generation, so every process starts counting
 afresh once its config reflects the reset. Redis being unreachable does not
@@ -71,8 +72,21 @@ class MemoryCounters:
         return len(self._counts)
 
 
+# KEYS: the counters; ARGV: the epoch second each one's window ends. Atomic in Redis.
+_INCREMENT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('EXPIREAT', key, tonumber(ARGV[i]) + 1) end
+  counts[i] = count
+end
+return counts
+"""
+
+
 class RedisCounters:
-    """Counters shared by every web-tier process on the same Redis."""
+    """Counters shared by every web-tier process on the same Redis (one round trip,
+    EVALSHA, per request)."""
 
     def __init__(self, url: str) -> None:
         import redis.asyncio
@@ -80,14 +94,11 @@ class RedisCounters:
         self.redis = redis.asyncio.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
         )
+        self._script = self.redis.register_script(_INCREMENT)
 
     async def increment(self, keys: Sequence[tuple[str, int]], now: float) -> list[int]:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for key, ends in keys:
-                pipe.incr(key)
-                pipe.expireat(key, ends + 1)
-            results = await pipe.execute()
-        return [int(count) for count in results[0::2]]
+        counts = await self._script(keys=[key for key, _ in keys], args=[ends for _, ends in keys])
+        return [int(count) for count in counts]
 
     async def aclose(self) -> None:
         await self.redis.aclose()
