@@ -574,6 +574,7 @@ def test_a_limit_refuses_the_request_after_n_and_changes_reach_the_web_tier(host
     world.launch(name)
     key = world.api_key(name)
     assert "ratelimit-limit" not in world.call("GET", name, "/api/tables", key).headers
+    engine = world.tier.contexts[name].engine
     # 30-day windows (aligned to the epoch): no window ends while this test runs.
     limit = {"label": f"{name}-cap", "scope": "instance", "instance": name,
              "period": "30-days", "max_requests": 3}  # fmt: skip
@@ -605,6 +606,8 @@ def test_a_limit_refuses_the_request_after_n_and_changes_reach_the_web_tier(host
     world.wait_for_feed()
     assert world.status("GET", name, "/api/tables", key) == 200  # the 6th
     assert world.status("GET", name, "/api/tables", key) == 429  # the 7th
+    # Only the limits changed: the instance's database connections were kept.
+    assert world.tier.contexts[name].engine is engine
 
     # A reset starts the count again, in every process (a new generation of counters).
     reset = world.console.post(f"/api/v1/limits/{name}-cap/reset")
