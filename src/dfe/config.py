@@ -118,7 +118,20 @@ class Settings(BaseSettings):
     host_max_upload_bytes: int = Field(
         default=32 * 1024 * 1024, description="Largest file an instance's API accepts."
     )
+    host_usage_flush_seconds: float = Field(
+        default=60, description="How often the web tier adds its request counts to metrics_t."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that may read GET /metrics from anywhere; "
+        "without it, only unproxied clients on loopback may.",
+    )
     redis_url: str | None = Field(default=None, description="Shared replay cache and counters.")
+    redis_namespace: str = Field(
+        default="dfe",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of the rate-limit counters' Redis keys (one per installation).",
+    )
     broker_url: str | None = Field(
         default=None,
         description="Job queue: redis://... or amqp://...; default SQLite in data_dir.",
@@ -158,6 +171,10 @@ class Settings(BaseSettings):
 
             parse_smtp_url(value)
         return value or None
+
+    @property
+    def metrics_token_value(self) -> str | None:
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
     @property
     def proxies(self) -> frozenset[str]:

@@ -7,7 +7,7 @@ it never holds a password hash, a client secret or a server's credentials.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -70,7 +70,7 @@ Password = Annotated[
     SecretStr, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
 ]
 Capacity = Annotated[int, Field(ge=0, le=10_000_000)]
-InstanceLimit = Annotated[int, Field(ge=0, le=1_000_000)]
+MaxInstances = Annotated[int, Field(ge=0, le=1_000_000)]
 Host = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")]
 
 
@@ -208,7 +208,7 @@ class UserUpdate(Input):
     nickname: str | None = Field(default=None, max_length=128)
     is_admin: bool | None = None
     is_active: bool | None = None
-    instance_limit: InstanceLimit | None = Field(
+    instance_limit: MaxInstances | None = Field(
         default=None, description="0: no limit; null: the default (DFE_DEFAULT_INSTANCE_LIMIT)."
     )
 
@@ -314,6 +314,29 @@ class InstanceCreate(Input):
     )
 
 
+class InstanceAppKey(BaseModel):
+    """One of the instance's app keys as the web tier knows it: `Bearer <client_secret>`
+    is accepted, and is what the key's own rate limits count."""
+
+    client_id: str
+    secret_sha256: str = Field(description="SHA-256 (hex) of the key's secret.")
+    expires_at: datetime | None = None
+
+
+class InstanceLimit(BaseModel):
+    """A rate limit as the web tier enforces it on one instance."""
+
+    id: int
+    label: str
+    scope: LimitScope
+    period: LimitPeriod
+    max_requests: int
+    client_id: str | None = Field(default=None, description="Scope 'key': the key it counts.")
+    generation: int = Field(
+        default=0, description="Raised by a counter reset: part of every counter's key."
+    )
+
+
 class InstanceConfig(BaseModel):
     """What the web tier needs to serve an instance (`GET /instances/{name}/config`).
 
@@ -339,6 +362,13 @@ class InstanceConfig(BaseModel):
     api_key_sha256: str | None = Field(
         default=None,
         description="SHA-256 (hex) of the instance's API key: the web tier compares hashes.",
+    )
+    app_keys: list[InstanceAppKey] = Field(
+        default_factory=list,
+        description="The instance's own app keys, which its API accepts too (as hashes).",
+    )
+    limits: list[InstanceLimit] = Field(
+        default_factory=list, description="The active rate limits that apply to the instance."
     )
     version: str = Field(description="Changes whenever anything above changes.")
     changed_at: datetime = Field(description="When the instance's record last changed.")
@@ -416,6 +446,48 @@ class LimitPublic(Output):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+
+
+class LimitsReset(Output):
+    """The limits whose counters start again from zero (`POST /limits/{ref}/reset`)."""
+
+    limits: list[LimitPublic]
+
+
+# Usage metrics
+
+
+class MetricPublic(Output):
+    """One instance's usage on one day (UTC)."""
+
+    instance: str
+    instance_id: int
+    day: date
+    requests: int
+    database_bytes: int | None
+    storage_bytes: int | None
+
+
+class MetricsPage(BaseModel):
+    items: list[MetricPublic]
+
+
+class RequestCount(Input):
+    instance_id: int = Field(ge=1)
+    requests: int = Field(ge=1, le=10**12)
+
+
+class RequestCounts(Input):
+    """Requests a web-tier process served per instance on one day (added to metrics_t)."""
+
+    day: date
+    items: list[RequestCount] = Field(max_length=10_000)
+
+
+class MetricsGathered(BaseModel):
+    day: date
+    instances: int = Field(description="Instances measured.")
+    failures: list[str] = Field(description="Instances that could not be measured, and why.")
 
 
 # Jobs and the audit log

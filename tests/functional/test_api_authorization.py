@@ -231,8 +231,12 @@ def test_policy_table():
         Action.INSTANCE_STATUS,
         Action.INSTANCE_API_KEY,
         Action.JOBS_READ,
+        Action.METRICS_READ,
     }
     assert {a for a in Action if allowed(acting, a)} == own
     assert {a for a in Action if allowed(user, a)} == own
-    assert {a for a in Action if allowed(server, a)} == {Action.INSTANCE_CONFIG}
+    assert {a for a in Action if allowed(server, a)} == {
+        Action.INSTANCE_CONFIG,
+        Action.METRICS_REPORT,
+    }
     assert {a for a in Action if allowed(instance, a)} == {Action.INSTANCE_STATUS}

@@ -472,3 +472,54 @@ def test_a_url_that_is_not_a_console(invoke, cli_env, tmp_path):
         "error: GET /api/v1/mounts got 404 Not Found, not an answer from a DFE Console: "
         "check the --remote URL\n"
     )
+
+
+def test_limits_api_keys_and_metrics_in_both_modes(dfe, local):
+    dfe("user", "create", "ann@example.com", "--password-file", "@PASSWORD_FILE")
+    local("instance", "provision", "shop", "--owner", "ann@example.com")
+
+    # The runtime API key: the same through the Console as from the database.
+    remote_key = _json(dfe("instance", "api-key", "shop", "--json"))
+    assert remote_key["name"] == "shop" and remote_key["api_key"].startswith("dfei_")
+    assert _json(local("instance", "api-key", "shop", "--json")) == remote_key
+    assert remote_key["api_key"] in local("instance", "api-key", "shop")
+    assert dfe("instance", "api-key", "shop", "--quiet") == remote_key["api_key"] + "\n"
+    assert "does not exist" in dfe("instance", "api-key", "nope", expect=2)
+
+    created = _json(
+        dfe("limit", "create", "shop-hourly", "--scope", "instance", "--instance", "shop",
+            "--max", "100", "--per", "hour", "--json")
+    )  # fmt: skip
+    assert (created["instance"], created["max_requests"], created["period"]) == (
+        "shop", 100, "hour",
+    )  # fmt: skip
+    local("limit", "create", "each", "--scope", "cluster", "--cluster", "local",
+          "--max", "5000", "--per", "day")  # fmt: skip
+    for args in [("limit", "list"), ("limit", "show", "each")]:
+        for as_json in ((), ("--json",)):
+            assert dfe(*args, *as_json) == local(*args, *as_json), args
+    dfe("limit", "update", "shop-hourly", "--max", "50", "--inactive")
+    updated = _json(local("limit", "show", "shop-hourly", "--json"))
+    assert (updated["max_requests"], updated["is_active"]) == (50, False)
+    assert "reset the counters of limit shop-hourly" in dfe("limit", "reset", "shop-hourly")
+    assert "reset the counters of limit each" in local("limit", "reset", "each")
+    actions = [entry["action"] for entry in _json(local("audit", "--json", "--limit", "50"))]
+    assert actions.count("limit.reset") == 2
+    assert "does not exist" in dfe("limit", "reset", "nope", expect=2)
+    assert "a cluster limit needs cluster" in dfe(
+        "limit", "create", "bad", "--scope", "cluster", "--max", "1", "--per", "minute", expect=2
+    )
+    dfe("limit", "delete", "each", "--yes")
+    assert [limit["label"] for limit in _json(local("limit", "list", "--json"))] == ["shop-hourly"]
+
+    # Usage: gathered on this machine, shown either way.
+    gathered = _json(local("metrics", "gather", "--json"))
+    assert gathered["instances"] == 1 and gathered["failures"] == []
+    assert "works on this machine only" in dfe("metrics", "gather", expect=2)
+    rows = _json(dfe("metrics", "show", "--json"))
+    assert [(row["instance"], row["requests"]) for row in rows] == [("shop", 0)]
+    assert rows[0]["database_bytes"] is not None
+    assert dfe("metrics", "show", "--instance", "shop") == local(
+        "metrics", "show", "--instance", "shop"
+    )
+    assert "not a date" in dfe("metrics", "show", "--since", "yesterday", expect=2)

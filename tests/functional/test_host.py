@@ -39,6 +39,7 @@ from dfe.models import Instance
 from dfe.provisioning import DriverError, driver_for
 from dfe.schemas import ClusterCreate, ServerCreate, ServiceUserCreate, UserCreate
 from dfe.services import identity, infrastructure, instances, setup
+from dfe.services import metrics as metrics_service
 
 PASSWORD = "a-long-enough-password"
 ANN, BOB = "ann@example.com", "bob@example.com"
@@ -548,3 +549,198 @@ def test_files_upload_list_download_replace_and_delete(hosting):
     assert world.status("DELETE", name, "/api/files/docs/2026/report.csv", key) == 404
     assert world.status("DELETE", name, "/api/files/docs/2026", key) == 204
     assert world.status("GET", name, "/api/files/docs/2026", key) == 404
+
+
+# Rate limits, request counts, process metrics
+
+
+def limit_headers(response: httpx2.Response) -> dict[str, str]:
+    return {
+        name: response.headers[name]
+        for name in (
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+            "ratelimit-policy",
+            "dfe-ratelimit-label",
+        )
+        if name in response.headers
+    }
+
+
+def test_a_limit_refuses_the_request_after_n_and_changes_reach_the_web_tier(hosting):
+    world = hosting()
+    name = unique("busy")
+    world.launch(name)
+    key = world.api_key(name)
+    assert "ratelimit-limit" not in world.call("GET", name, "/api/tables", key).headers
+    engine = world.tier.contexts[name].engine
+    # 30-day windows (aligned to the epoch): no window ends while this test runs.
+    limit = {"label": f"{name}-cap", "scope": "instance", "instance": name,
+             "period": "30-days", "max_requests": 3}  # fmt: skip
+    assert world.console.post("/api/v1/limits", json=limit).status_code == 201
+    world.wait_for_feed()
+
+    for remaining in (2, 1, 0):
+        served = world.call("GET", name, "/api/tables", key)
+        assert served.status_code == 200
+        headers = limit_headers(served)
+        assert headers["ratelimit-limit"] == "3"
+        assert headers["ratelimit-remaining"] == str(remaining)
+        assert headers["ratelimit-policy"] == f"3;w={30 * 86400}"
+        assert headers["dfe-ratelimit-label"] == f"{name}-cap"
+        assert 1 <= int(headers["ratelimit-reset"]) <= 30 * 86400
+    refused = world.call("GET", name, "/api/tables", key)
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["code"] == "rate_limited"
+    assert f"'{name}-cap'" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == refused.headers["ratelimit-reset"]
+    assert limit_headers(refused)["ratelimit-remaining"] == "0"
+    # Every request for the instance counts, with a key or without.
+    assert world.status("GET", name, "/api/tables") == 429
+
+    # A bigger limit reaches the web tier through the change feed; the count goes on.
+    patched = world.console.patch(f"/api/v1/limits/{name}-cap", json={"max_requests": 6})
+    assert patched.status_code == 200
+    world.wait_for_feed()
+    assert world.status("GET", name, "/api/tables", key) == 200  # the 6th
+    assert world.status("GET", name, "/api/tables", key) == 429  # the 7th
+    # Only the limits changed: the instance's database connections were kept.
+    assert world.tier.contexts[name].engine is engine
+
+    # A reset starts the count again, in every process (a new generation of counters).
+    reset = world.console.post(f"/api/v1/limits/{name}-cap/reset")
+    assert reset.status_code == 200, reset.text
+    assert [item["label"] for item in reset.json()["limits"]] == [f"{name}-cap"]
+    world.wait_for_feed()
+    served = world.call("GET", name, "/api/tables", key)
+    assert served.status_code == 200
+    assert limit_headers(served)["ratelimit-remaining"] == "5"
+
+    # Switched off, it is not enforced; a cluster-wide limit applies to each instance.
+    world.console.patch(f"/api/v1/limits/{name}-cap", json={"is_active": False})
+    other = unique("calm")
+    world.launch(other)
+    cluster_limit = {"label": f"{name}-each", "scope": "cluster", "cluster": "local",
+                     "period": "30-days", "max_requests": 1}  # fmt: skip
+    assert world.console.post("/api/v1/limits", json=cluster_limit).status_code == 201
+    world.wait_for_feed()
+    for instance in (name, other):
+        first = world.call("GET", instance, "/api/health")
+        assert first.status_code == 200
+        assert limit_headers(first)["dfe-ratelimit-label"] == f"{name}-each"
+        assert world.status("GET", instance, "/api/health") == 429
+    assert world.console.delete(f"/api/v1/limits/{name}-each").status_code == 204
+    world.wait_for_feed()
+    assert world.status("GET", other, "/api/health") == 200
+
+
+def test_an_instance_app_key_is_accepted_and_limited_on_its_own(hosting):
+    world = hosting()
+    name = unique("keyed")
+    world.launch(name)
+    api_key = world.api_key(name)
+    made = world.console.post(
+        "/api/v1/keys", json={"owner_type": "instance", "owner": name, "label": "robot"}
+    )
+    assert made.status_code == 201, made.text
+    client_id, secret = made.json()["client_id"], made.json()["client_secret"]
+    world.wait_for_feed()  # a new key of the instance is in its config
+    assert world.status("GET", name, "/api/tables", secret) == 200
+    # Isolation: its key opens no other instance, and no other kind of key opens it.
+    other = unique("other")
+    world.launch(other)
+    assert world.call("GET", other, "/api/tables", secret).json()["code"] == "invalid_api_key"
+    user_key = world.console.post("/api/v1/keys", json={"owner_type": "user", "owner": ANN})
+    assert world.status("GET", name, "/api/tables", user_key.json()["client_secret"]) == 401
+    assert world.status("GET", name, "/api/tables", client_id) == 401  # the public half
+    limit = {"label": f"{name}-robot", "scope": "key", "client_id": client_id,
+             "period": "30-days", "max_requests": 1}  # fmt: skip
+    assert world.console.post("/api/v1/limits", json=limit).status_code == 201
+    world.wait_for_feed()
+    assert world.status("GET", name, "/api/tables", secret) == 200
+    refused = world.call("GET", name, "/api/tables", secret)
+    assert refused.status_code == 429
+    assert refused.headers["dfe-ratelimit-label"] == f"{name}-robot"
+    # The runtime API key is not that key: its requests are not limited by it.
+    served = world.call("GET", name, "/api/tables", api_key)
+    assert served.status_code == 200
+    assert "ratelimit-limit" not in served.headers
+    # A revoked key is refused once the feed carries it.
+    assert world.console.delete(f"/api/v1/keys/{client_id}").status_code == 204
+    world.wait_for_feed()
+    assert world.status("GET", name, "/api/tables", secret) == 401
+
+
+def test_requests_are_counted_per_instance_per_day_and_owners_see_their_own(hosting):
+    world = hosting()
+    mine, theirs = unique("mine"), unique("theirs")
+    world.launch(mine, owner=ANN)
+    world.launch(theirs, owner=BOB)
+    my_key = world.api_key(mine)
+    for _ in range(4):
+        world.call("GET", mine, "/api/tables", my_key)
+    world.call("GET", theirs, "/api/health")
+    assert world.web.portal is not None
+    assert world.web.portal.call(world.tier.usage.flush) is True
+
+    everything = world.console.get("/api/v1/metrics")
+    assert everything.status_code == 200
+    requests = {row["instance"]: row["requests"] for row in everything.json()["items"]}
+    assert requests == {mine: 4, theirs: 1}
+    world.call("GET", mine, "/api/tables", my_key)
+    world.web.portal.call(world.tier.usage.flush)
+    only_mine = world.console.get("/api/v1/metrics", params={"instance": mine}).json()["items"]
+    assert [(row["instance"], row["requests"]) for row in only_mine] == [(mine, 5)]
+
+    made = world.console.post("/api/v1/keys", json={"owner_type": "user", "owner": ANN})
+    ann = AppKeyAuth(made.json()["client_id"], made.json()["client_secret"])
+    seen = world.console.get("/api/v1/metrics", auth=ann)
+    assert seen.status_code == 200
+    assert {row["instance"] for row in seen.json()["items"]} == {mine}
+    # Only web servers report requests; a user cannot.
+    report = {"day": seen.json()["items"][0]["day"], "items": [{"instance_id": 1, "requests": 5}]}
+    assert world.console.post("/api/v1/metrics/requests", json=report, auth=ann).status_code == 403
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql"])
+def test_gather_measures_each_database_and_its_files(hosting, kind):
+    world = hosting()
+    cluster = server_cluster(world, kind)
+    name = unique("sized")
+    world.launch(name, cluster=cluster)
+    key = world.api_key(name)
+    assert world.status("POST", name, "/api/tables", key, json=ORDERS) == 201
+    rows = [{"customer": "x" * 200, "note": "y" * 2000} for _ in range(200)]
+    assert world.status("POST", name, "/api/tables/orders/rows", key, json=rows) == 201
+    assert world.status("PUT", name, "/api/files/a.bin", key, content=b"z" * 5000) == 201
+
+    gathered = metrics_service.gather(world.db)
+    assert gathered.failures == []
+    rows_seen = world.console.get("/api/v1/metrics", params={"instance": name}).json()["items"]
+    assert len(rows_seen) == 1
+    assert rows_seen[0]["database_bytes"] > 0
+    assert rows_seen[0]["storage_bytes"] == 5000
+
+
+def test_process_metrics_are_for_loopback_or_the_token(hosting):
+    world = hosting(metrics_token="a-metrics-token-for-tests")
+    name = unique("seen")
+    world.launch(name)
+    world.call("GET", name, "/api/tables", world.api_key(name))
+    # The test client is not on loopback: without the token there is nothing there.
+    assert world.web.get("http://127.0.0.1/metrics").status_code == 404
+    auth = {"Authorization": "Bearer a-metrics-token-for-tests"}
+    text = world.web.get("http://127.0.0.1/metrics", headers=auth)
+    assert text.status_code == 200
+    assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'route="/api/tables",method="GET",status="200"} 1' in text.text
+    assert name not in text.text  # labels never name an instance
+    # An instance's own /metrics is the instance's, not the web tier's.
+    assert world.status("GET", name, "/metrics", headers=auth) == 404
+    console = world.console.get("/metrics", headers=auth)
+    assert console.status_code == 200
+    assert 'dfe_instances{state="provisioned"}' in console.text
+    assert 'dfe_jobs{status="succeeded"}' in console.text
+    assert world.console.get("/metrics").status_code == 404

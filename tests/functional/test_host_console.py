@@ -172,3 +172,72 @@ def test_the_runtime_api_key_is_for_its_owner_and_administrators(console, db, tm
     fresh = console.as_(auths[ANN]).get("/api/v1/instances/shop/api-key").json()["api_key"]
     assert fresh != key
     assert console.as_(auths[ANN]).get("/api/v1/instances/shop/api-key").json()["api_key"] == fresh
+
+
+def test_limit_and_key_changes_reach_the_config_through_the_feed(console, db, tmp_path):
+    auths = estate(console, db, tmp_path)
+    web = console.as_(auths["local-web"])
+    launch(console, "shop")
+    launch(console, "blog", owner=BOB)
+    config = web.get("/api/v1/instances/shop/config").json()
+    assert config["limits"] == [] and config["app_keys"] != []  # the instance's own key
+
+    def changed_since(cursor):
+        answer = web.get("/api/v1/instances/changes", params={"since": cursor}).json()
+        return {c["name"] for c in answer["changes"]}
+
+    def latest_change(name):
+        config = web.get(f"/api/v1/instances/{name}/config").json()
+        return config["changed_at"], config["version"]
+
+    def bumps(name, action):
+        before = latest_change(name)
+        time.sleep(0.01)
+        action()
+        after = latest_change(name)
+        assert after[0] > before[0] and after[1] != before[1], name
+
+    cursor = web.get("/api/v1/instances/changes").json()["cursor"]
+    each = {"label": "each", "scope": "cluster", "cluster": "local", "period": "day",
+            "max_requests": 100}  # fmt: skip
+    bumps("blog", lambda: console.client.post("/api/v1/limits", json=each))
+    assert changed_since(cursor) >= {"shop", "blog"}
+    own = {"label": "shop-own", "scope": "instance", "instance": "shop", "period": "minute",
+           "max_requests": 5}  # fmt: skip
+    bumps("shop", lambda: console.client.post("/api/v1/limits", json=own))
+    limits = web.get("/api/v1/instances/shop/config").json()["limits"]
+    assert [(x["label"], x["scope"], x["max_requests"], x["generation"]) for x in limits] == [
+        ("each", "cluster", 100, 0),
+        ("shop-own", "instance", 5, 0),
+    ]
+    assert [x["label"] for x in web.get("/api/v1/instances/blog/config").json()["limits"]] == [
+        "each"
+    ]
+    bumps("shop", lambda: console.client.patch("/api/v1/limits/shop-own", json={"max_requests": 9}))
+    bumps("shop", lambda: console.client.post("/api/v1/limits/shop-own/reset"))
+    limits = web.get("/api/v1/instances/shop/config").json()["limits"]
+    assert (limits[1]["max_requests"], limits[1]["generation"]) == (9, 1)
+    bumps(
+        "shop", lambda: console.client.patch("/api/v1/limits/shop-own", json={"is_active": False})
+    )
+    assert len(web.get("/api/v1/instances/shop/config").json()["limits"]) == 1
+    bumps("blog", lambda: console.client.delete("/api/v1/limits/each"))
+    assert web.get("/api/v1/instances/blog/config").json()["limits"] == []
+    assert console.client.post("/api/v1/limits/nope/reset").status_code == 404
+
+    made = {}
+
+    def make_key():
+        made.update(
+            console.client.post(
+                "/api/v1/keys", json={"owner_type": "instance", "owner": "shop"}
+            ).json()
+        )
+
+    bumps("shop", make_key)
+    digests = {k["client_id"]: k["secret_sha256"] for k in
+               web.get("/api/v1/instances/shop/config").json()["app_keys"]}  # fmt: skip
+    assert digests[made["client_id"]] == hashlib.sha256(made["client_secret"].encode()).hexdigest()
+    bumps("shop", lambda: console.client.delete(f"/api/v1/keys/{made['client_id']}"))
+    config = web.get("/api/v1/instances/shop/config").json()
+    assert made["client_id"] not in {k["client_id"] for k in config["app_keys"]}

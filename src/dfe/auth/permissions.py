@@ -36,6 +36,8 @@ class Action(enum.StrEnum):
     JOBS_READ = "jobs.read"  # a user sees their own
     INSTANCE_CONFIG = "instances.config"  # web servers: instances placed on them
     INSTANCE_API_KEY = "instances.api_key"  # the runtime API key: its owner (not operators)
+    METRICS_READ = "metrics.read"  # usage per instance per day; a user sees their own
+    METRICS_REPORT = "metrics.report"  # web servers add the requests they served
 
     @property
     def is_read(self) -> bool:
@@ -50,6 +52,7 @@ _USER_ACTIONS = frozenset(
         Action.JOBS_READ,
         Action.INSTANCE_STATUS,
         Action.INSTANCE_API_KEY,
+        Action.METRICS_READ,
     }
 )
 _DASHBOARD_ACTIONS = frozenset({Action.REGISTER_USER, Action.CHECK_LOGIN, Action.RESET_PASSWORD})
@@ -65,7 +68,7 @@ def allowed(principal: Principal, action: Action) -> bool:
     if principal.key_owner is OwnerType.DASHBOARD:
         return action in _DASHBOARD_ACTIONS
     if principal.key_owner is OwnerType.SERVER:
-        return action is Action.INSTANCE_CONFIG
+        return action in (Action.INSTANCE_CONFIG, Action.METRICS_REPORT)
     if principal.key_owner is OwnerType.INSTANCE:
         return action is Action.INSTANCE_STATUS
     return False

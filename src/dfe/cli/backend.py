@@ -11,7 +11,7 @@ typed errors, which `DfeGroup` turns into one line.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol, TypeVar
 
 from dfe.cli.common import (
@@ -33,6 +33,7 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    InstanceApiKey,
     InstanceCreate,
     InstanceLaunched,
     InstancePublic,
@@ -40,6 +41,10 @@ from dfe.schemas import (
     KeyCreate,
     KeyPublic,
     KeyWithSecret,
+    LimitCreate,
+    LimitPublic,
+    LimitUpdate,
+    MetricPublic,
     MountCreate,
     MountPublic,
     MountUpdate,
@@ -53,7 +58,7 @@ from dfe.schemas import (
     UserPublic,
     UserUpdate,
 )
-from dfe.services import archive, identity, instances, jobs, keys
+from dfe.services import archive, identity, instances, jobs, keys, limits, metrics
 from dfe.services import audit as audit_service
 from dfe.services import infrastructure as estate
 from dfe.services.errors import Conflict, InvalidInput, NotFound
@@ -129,6 +134,19 @@ class Backend(Protocol):
     def deprovision(self, name: str) -> JobPublic: ...
     def list_jobs(self, *, status: JobStatus | None, limit: int) -> list[JobPublic]: ...
     def get_job(self, job_id: int) -> JobPublic: ...
+    def instance_api_key(self, name: str) -> InstanceApiKey: ...
+
+    # Limits and usage metrics
+
+    def create_limit(self, data: LimitCreate) -> LimitPublic: ...
+    def list_limits(self) -> list[LimitPublic]: ...
+    def get_limit(self, label: str) -> LimitPublic: ...
+    def update_limit(self, label: str, data: LimitUpdate) -> LimitPublic: ...
+    def delete_limit(self, label: str) -> None: ...
+    def reset_limit(self, label: str) -> LimitPublic: ...
+    def list_metrics(
+        self, *, instance: str | None, since: date | None, until: date | None
+    ) -> list[MetricPublic]: ...
 
     # The audit log
 
@@ -360,6 +378,44 @@ class LocalBackend:
             job = jobs.public(engine.request_deprovision(session, name))
         self._dispatch(job.id)
         return job
+
+    def instance_api_key(self, name: str) -> InstanceApiKey:
+        with transaction() as session:
+            return instances.instance_api_key(session, name)
+
+    # Limits and usage metrics
+
+    def create_limit(self, data: LimitCreate) -> LimitPublic:
+        with transaction() as session:
+            return limits.limit_publics(session, [limits.create_limit(session, data)])[0]
+
+    def list_limits(self) -> list[LimitPublic]:
+        with reading() as session:
+            return limits.limit_publics(session, limits.list_limits(session))
+
+    def get_limit(self, label: str) -> LimitPublic:
+        with reading() as session:
+            return limits.limit_publics(session, [limits.get_limit(session, label)])[0]
+
+    def update_limit(self, label: str, data: LimitUpdate) -> LimitPublic:
+        with transaction() as session:
+            return limits.limit_publics(session, [limits.update_limit(session, label, data)])[0]
+
+    def delete_limit(self, label: str) -> None:
+        with transaction() as session:
+            limits.delete_limit(session, label)
+
+    def reset_limit(self, label: str) -> LimitPublic:
+        with transaction() as session:
+            config = settings()
+            found = limits.reset_limits(session, [label], config.redis_url, config.redis_namespace)
+            return limits.limit_publics(session, found)[0]
+
+    def list_metrics(
+        self, *, instance: str | None, since: date | None, until: date | None
+    ) -> list[MetricPublic]:
+        with reading() as session:
+            return metrics.list_metrics(session, instance=instance, since=since, until=until)
 
     def _dispatch(self, job_id: int) -> None:
         db = database()
@@ -605,6 +661,34 @@ class RemoteBackend:
 
     def get_job(self, job_id: int) -> JobPublic:
         return self.client.get_job(job_id)
+
+    def instance_api_key(self, name: str) -> InstanceApiKey:
+        return self.client.get_instance_api_key(name)
+
+    # Limits and usage metrics
+
+    def create_limit(self, data: LimitCreate) -> LimitPublic:
+        return self.client.create_limit(data)
+
+    def list_limits(self) -> list[LimitPublic]:
+        return sorted(self._all(self.client.list_limits), key=lambda limit: limit.id)
+
+    def get_limit(self, label: str) -> LimitPublic:
+        return self.client.get_limit(label)
+
+    def update_limit(self, label: str, data: LimitUpdate) -> LimitPublic:
+        return self.client.update_limit(label, data)
+
+    def delete_limit(self, label: str) -> None:
+        self.client.delete_limit(label)
+
+    def reset_limit(self, label: str) -> LimitPublic:
+        return self.client.reset_limit(label).limits[0]
+
+    def list_metrics(
+        self, *, instance: str | None, since: date | None, until: date | None
+    ) -> list[MetricPublic]:
+        return self.client.list_metrics(instance=instance, since=since, until=until).items
 
     # The audit log
 

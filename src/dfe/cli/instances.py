@@ -23,6 +23,7 @@ from dfe.cli.common import (
     stdout,
 )
 from dfe.enums import JobStatus
+from dfe.jobs.daily import DailyScheduler
 from dfe.jobs.queue import run_worker
 from dfe.provisioning import engine
 from dfe.schemas import InstanceCreate
@@ -116,6 +117,26 @@ def job_list(
     )
 
 
+@instance_app.command("api-key")
+def instance_api_key(
+    name: str,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print the key alone (for scripts).")
+    ] = False,
+    as_json: bool = JsonOption,
+) -> None:
+    """Print the key of an instance's runtime API (made now if it has none)."""
+    found = backend().instance_api_key(name)
+    if quiet:
+        typer.echo(found.api_key)
+        return
+    if as_json:
+        print_json({"name": found.name, "api_key": found.api_key})
+        return
+    stdout.print(f"api_key: [bold]{found.api_key}[/]")
+    stdout.print(f"use it as: Authorization: Bearer <api_key>, at the instance {found.name}")
+
+
 @job_app.command("show")
 def job_show(job_id: int, wait: bool = WaitOption, as_json: bool = JsonOption) -> None:
     """Show a job (and, with --wait, follow it to its end)."""
@@ -164,11 +185,19 @@ def reconcile(
 def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 2,
 ) -> None:
-    """Run a worker: takes jobs from the queue (after reconciling what a dead one left)."""
+    """Run a worker: takes jobs from the queue (after reconciling what a dead one left),
+    and runs the daily tasks (usage metrics, ...) once a day."""
     config = settings()
     db = database()
     try:
         engine.reconcile(db, config, fix=False)
     finally:
         db.dispose()
-    run_worker(config, concurrency)
+    daily_db = database()
+    scheduler = DailyScheduler(daily_db, config)
+    scheduler.start()
+    try:
+        run_worker(config, concurrency)
+    finally:
+        scheduler.stop()
+        daily_db.dispose()

@@ -7,7 +7,7 @@ import asyncio
 import copy
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -50,11 +50,14 @@ from dfe.schemas import (
     KeyWithSecret,
     LimitCreate,
     LimitPublic,
+    LimitsReset,
     LimitUpdate,
+    MetricsPage,
     MountCreate,
     MountPublic,
     MountUpdate,
     PasswordResetAccepted,
+    RequestCounts,
     ServerCreate,
     ServerPublic,
     ServerUpdate,
@@ -496,6 +499,22 @@ class AsyncConsoleClient:
 
     async def delete_limit(self, ref: Ref) -> None:
         return await self.call(calls.delete_limit(ref))
+
+    async def reset_limit(self, ref: Ref) -> LimitsReset:
+        """Start the limit's counters from zero, in every web-tier process."""
+        return await self.call(calls.reset_limit(ref))
+
+    # Usage metrics
+
+    async def list_metrics(
+        self, *, instance: str | None = None, since: date | None = None, until: date | None = None
+    ) -> MetricsPage:
+        """Usage per instance per day (an administrator: all; a user: their own instances)."""
+        return await self.call(calls.list_metrics(instance=instance, since=since, until=until))
+
+    async def report_requests(self, data: RequestCounts) -> None:
+        """Add a web-tier process's request counts to metrics_t (web servers' keys)."""
+        return await self.call(calls.report_requests(data))
 
     # The audit log
 

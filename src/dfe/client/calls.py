@@ -11,7 +11,7 @@ import enum
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -45,11 +45,14 @@ from dfe.schemas import (
     KeyWithSecret,
     LimitCreate,
     LimitPublic,
+    LimitsReset,
     LimitUpdate,
+    MetricsPage,
     MountCreate,
     MountPublic,
     MountUpdate,
     PasswordResetAccepted,
+    RequestCounts,
     ServerCreate,
     ServerPublic,
     ServerUpdate,
@@ -535,6 +538,24 @@ def update_limit(ref: Ref, data: LimitUpdate) -> Call[LimitPublic]:
 
 def delete_limit(ref: Ref) -> Call[None]:
     return _delete("/limits/{ref}", ref=ref)
+
+
+def reset_limit(ref: Ref) -> Call[LimitsReset]:
+    return Call("POST", path("/limits/{ref}/reset", ref=ref), model(LimitsReset))
+
+
+# Usage metrics
+
+
+def list_metrics(
+    *, instance: str | None = None, since: date | None = None, until: date | None = None
+) -> Call[MetricsPage]:
+    params = query(instance=instance, since=since, until=until)
+    return Call("GET", "/metrics", model(MetricsPage), params=params)
+
+
+def report_requests(data: RequestCounts) -> Call[None]:
+    return Call("POST", "/metrics/requests", nothing, body=body(data))
 
 
 # The audit log

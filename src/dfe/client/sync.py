@@ -6,7 +6,7 @@ import copy
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -49,11 +49,14 @@ from dfe.schemas import (
     KeyWithSecret,
     LimitCreate,
     LimitPublic,
+    LimitsReset,
     LimitUpdate,
+    MetricsPage,
     MountCreate,
     MountPublic,
     MountUpdate,
     PasswordResetAccepted,
+    RequestCounts,
     ServerCreate,
     ServerPublic,
     ServerUpdate,
@@ -496,6 +499,22 @@ class ConsoleClient:
 
     def delete_limit(self, ref: Ref) -> None:
         return self.call(calls.delete_limit(ref))
+
+    def reset_limit(self, ref: Ref) -> LimitsReset:
+        """Start the limit's counters from zero, in every web-tier process."""
+        return self.call(calls.reset_limit(ref))
+
+    # Usage metrics
+
+    def list_metrics(
+        self, *, instance: str | None = None, since: date | None = None, until: date | None = None
+    ) -> MetricsPage:
+        """Usage per instance per day (an administrator: all; a user: their own instances)."""
+        return self.call(calls.list_metrics(instance=instance, since=since, until=until))
+
+    def report_requests(self, data: RequestCounts) -> None:
+        """Add a web-tier process's request counts to metrics_t (web servers' keys)."""
+        return self.call(calls.report_requests(data))
 
     # The audit log
 

@@ -12,12 +12,14 @@ from sqlalchemy import text
 from dfe import __version__
 from dfe.auth.nonces import nonce_store
 from dfe.config import Settings, get_settings
-from dfe.console.api import accounts, admin, estate, instances, people, problems
+from dfe.console.api import accounts, admin, estate, instances, metrics, people, problems
 from dfe.console.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from dfe.db.migrate import current_revision, head_revision
 from dfe.db.session import Database, open_database
 from dfe.jobs.queue import dispatcher_for
 from dfe.logs import configure_logging
+from dfe.metrics.gauges import console_gauges
+from dfe.metrics.prometheus import MetricsMiddleware, RequestMetrics
 
 API_PREFIX = "/api/v1"
 
@@ -86,8 +88,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         accounts.router,
         instances.router,
         *admin.routers,
+        metrics.router,
     ]:
         app.include_router(router, prefix=API_PREFIX, responses=problems.RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    process_metrics = RequestMetrics("console")
+    process_metrics.gauges.append(console_gauges(database))
+    app.state.metrics = process_metrics
+    app.add_middleware(
+        MetricsMiddleware, metrics=process_metrics, token=settings.metrics_token_value
+    )
     return app

@@ -13,9 +13,10 @@ from dfe import __version__
 from dfe.client import AsyncConsoleClient
 from dfe.client._base import read_key_file
 from dfe.config import Settings, get_settings
-from dfe.dashboard import accounts, branding, errors, instances, passwords
+from dfe.dashboard import accounts, branding, errors, instances, passwords, usage
 from dfe.dashboard.security import SecurityHeaders, SessionCookies, check_csrf, session_secret
 from dfe.dashboard.web import make_templates
+from dfe.metrics.prometheus import MetricsMiddleware, RequestMetrics
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 KEY_FILE = "dashboard.key"
@@ -73,6 +74,7 @@ def create_app(
     app.include_router(instances.router)
     app.include_router(passwords.router)
     app.include_router(branding.router)
+    app.include_router(usage.router)
     passwords.redact_access_log()
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
@@ -85,5 +87,8 @@ def create_app(
         SecurityHeaders,
         image_origins=brand.origins(brand.logo),
         style_origins=brand.origins(brand.stylesheet),
+    )
+    app.add_middleware(
+        MetricsMiddleware, metrics=RequestMetrics("dashboard"), token=settings.metrics_token_value
     )
     return app

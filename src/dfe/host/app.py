@@ -3,29 +3,36 @@ instance from the Host header, and serves it with the instance runtime.
 
 A request goes: Host header -> instance name -> its config (from the Console,
 cached; `dfe.host.configs`) -> the instance's state (404 unknown or archived, 503
-still provisioning or in maintenance, 423 locked) -> the runtime, with the
-instance's database engine, storage and key in the request's scope.
+still provisioning or in maintenance, 423 locked) -> its rate limits (429 over one;
+`dfe.host.limiter`) -> the runtime, with the instance's database engine, storage
+and keys in the request's scope. Requests served are counted per instance per day
+(`dfe.host.usage`). On a host that names no instance, `/health` and `/metrics`
+(Prometheus) answer for the web tier itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 
 import structlog
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from dfe.client import AsyncConsoleClient
 from dfe.client._base import read_key_file
 from dfe.config import Settings, get_settings
 from dfe.enums import OperationalState, ProvisionState
 from dfe.host.configs import ConfigCache, ConsoleUnreachable
+from dfe.host.limiter import Decision, RateLimiter, limiter_for
 from dfe.host.problems import problem_response
 from dfe.host.runtime import SCOPE_KEY, InstanceContext, create_runtime_app
+from dfe.host.usage import UsageCounter
 from dfe.logs import configure_logging
+from dfe.metrics.prometheus import RequestMetrics, serve_metrics, timed
 from dfe.schemas import InstanceConfig
 
 log = structlog.get_logger("dfe.host")
@@ -106,7 +113,12 @@ class WebTier:
     """The ASGI app of the web tier (one per process)."""
 
     def __init__(
-        self, settings: Settings, console: AsyncConsoleClient, *, owns_console: bool = True
+        self,
+        settings: Settings,
+        console: AsyncConsoleClient,
+        *,
+        owns_console: bool = True,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.subdomains = settings.host_subdomains
@@ -120,7 +132,10 @@ class WebTier:
             poll_interval=settings.host_poll_seconds,
             on_gone=self.forget,
         )
-        self._poller: asyncio.Task[None] | None = None
+        self.limiter = limiter or limiter_for(settings.redis_url, settings.redis_namespace)
+        self.usage = UsageCounter(console, settings.host_usage_flush_seconds)
+        self.metrics = RequestMetrics("host")
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -130,11 +145,58 @@ class WebTier:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
+        scope = dict(scope)
+        await timed(self._serve, self.metrics, scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         routed = await self.route(scope)
         if isinstance(routed, Response):
             await routed(scope, receive, send)
             return
-        await self.runtime({**scope, SCOPE_KEY: routed}, receive, send)
+        if routed.limits:
+            decision = await self.limiter.check(
+                routed.instance_id, routed.limits, self._client_id(routed, scope)
+            )
+            if decision is not None:
+                refused = decision.refused
+                if refused is not None:
+                    await self._too_many(decision, scope, receive, send)
+                    return
+                send = _with_headers(send, decision.headers())
+        self.usage.count(routed.instance_id)
+        scope[SCOPE_KEY] = routed
+        await self.runtime(scope, receive, send)
+
+    @staticmethod
+    def _client_id(context: InstanceContext, scope: Scope) -> str | None:
+        """Which app key of the instance the request presents (for its key's limits)."""
+        if not context.app_keys:
+            return None
+        headers = dict(scope["headers"])
+        scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+        presented = credentials.strip() if scheme.lower() == b"bearer" else b""
+        presented = presented or headers.get(b"x-dfe-api-key", b"")
+        if not presented:
+            return None
+        digest = hashlib.sha256(presented).hexdigest()
+        for key in context.app_keys:
+            if key.secret_sha256 == digest:  # a digest of 256 random bits: no timing to learn
+                return key.client_id
+        return None
+
+    async def _too_many(
+        self, decision: Decision, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        hit = decision.closest
+        accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
+        response = problem_response(
+            429,
+            "rate_limited",
+            f"Over the limit '{hit.limit.label}': {hit.limit.max_requests} requests per "
+            f"{hit.limit.period.value}. Try again in {decision.reset_seconds(hit)} s.",
+            accept=accept,
+        )
+        await response(scope, receive, _with_headers(send, decision.headers()))
 
     async def route(self, scope: Scope) -> InstanceContext | Response:
         headers = dict(scope["headers"])
@@ -144,6 +206,8 @@ class WebTier:
         if name is None:
             if scope["path"] == "/health":
                 return JSONResponse({"status": "ok", "component": "web tier"})
+            if scope["path"] == "/metrics":
+                return _MetricsResponse(self)
             return problem_response(
                 404, "not_found", "No instance answers at this address.", accept=accept
             )
@@ -171,6 +235,11 @@ class WebTier:
         current = self.contexts.get(config.name)
         if current is not None and current.version == config.version:
             return current
+        if current is not None:
+            kept = current.updated(config)
+            if kept is not None:  # only limits or keys changed: keep the engine
+                self.contexts[config.name] = kept
+                return kept
         fresh = InstanceContext.from_config(
             config, max_upload_bytes=self.settings.host_max_upload_bytes
         )
@@ -188,15 +257,20 @@ class WebTier:
     # -- lifespan -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._poller is None:
-            self._poller = asyncio.create_task(self.configs.run_poller())
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self.configs.run_poller()),
+                asyncio.create_task(self.usage.run()),
+            ]
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+                await task
+        self._tasks = []
+        await self.usage.flush()
+        await self.limiter.aclose()
         for name in list(self.contexts):
             self.forget(name)
         if self.owns_console:
@@ -212,6 +286,27 @@ class WebTier:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *headers]}
+        await send(message)
+
+    return sending
+
+
+class _MetricsResponse(Response):
+    """The web tier's own `GET /metrics` (on a host that names no instance)."""
+
+    def __init__(self, tier: WebTier) -> None:
+        super().__init__()
+        self.tier = tier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = self.tier.settings.metrics_token_value
+        await serve_metrics(self.tier.metrics, token, scope, send)
 
 
 def console_client(settings: Settings) -> AsyncConsoleClient:

@@ -19,7 +19,15 @@ from dfe.models.identity import PasswordReset, ServiceUser, User
 from dfe.models.infrastructure import Cluster, ClusterServer, Mount, Server
 from dfe.models.instances import Instance, InstanceGuest, InstanceServer
 from dfe.models.keys import AppKey
-from dfe.models.operations import AuditEntry, Job, Limit, LoginFailure, SeenNonce
+from dfe.models.operations import (
+    AuditEntry,
+    DailyRun,
+    Job,
+    Limit,
+    LoginFailure,
+    Metric,
+    SeenNonce,
+)
 
 __all__ = [
     "ARCHIVED_TABLES",
@@ -27,6 +35,7 @@ __all__ = [
     "AuditEntry",
     "Cluster",
     "ClusterServer",
+    "DailyRun",
     "GuestLocation",
     "Instance",
     "InstanceGuest",
@@ -38,6 +47,7 @@ __all__ = [
     "LimitPeriod",
     "LimitScope",
     "LoginFailure",
+    "Metric",
     "Mount",
     "MountType",
     "OperationalState",

@@ -1,11 +1,22 @@
-"""Operational records: the audit log, jobs, rate limits, and request-security state."""
+"""Operational records: the audit log, jobs, rate limits, usage metrics, and request-security
+state."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dfe.db.base import Base, Id, JsonDoc, UTCDateTime, utcnow
@@ -77,6 +88,50 @@ class Limit(IdMixin, TimestampMixin, Base):
     period: Mapped[LimitPeriod] = enum_column(LimitPeriod, nullable=False)
     max_requests: Mapped[int] = mapped_column(Integer, nullable=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    # Part of every counter's key: raising it starts the limit's counters from zero, in
+    # every web-tier process, on Redis and in memory alike (`dfe limit reset`).
+    reset_generation: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", nullable=False
+    )
+
+
+class Metric(IdMixin, TimestampMixin, Base):
+    """One instance's usage on one day (UTC): requests served, database and storage bytes.
+
+    `instance_id` is not a foreign key: the history outlives a deleted instance.
+    """
+
+    __tablename__ = "metrics_t"
+    __table_args__ = (  # type: ignore[assignment]
+        UniqueConstraint("instance_id", "day"),
+        CheckConstraint("requests >= 0", name="requests_not_negative"),
+        {"sqlite_autoincrement": True},
+    )
+
+    instance_id: Mapped[int] = mapped_column(Id, nullable=False)
+    instance_name: Mapped[str] = mapped_column(String(63), nullable=False, index=True)
+    day: Mapped[date] = mapped_column(Date, nullable=False, index=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)
+    database_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DailyRun(IdMixin, Base):
+    """A daily task's run on one day (UTC): the unique row is how one worker, of any
+    number, claims it (`dfe.jobs.daily`)."""
+
+    __tablename__ = "daily_run_t"
+    __table_args__ = (  # type: ignore[assignment]
+        UniqueConstraint("task", "day"),
+        {"sqlite_autoincrement": True},
+    )
+
+    task: Mapped[str] = mapped_column(String(64), nullable=False)
+    day: Mapped[date] = mapped_column(Date, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    succeeded: Mapped[bool | None] = mapped_column(Boolean)
+    message: Mapped[str | None] = mapped_column(Text)
 
 
 class SeenNonce(Base):

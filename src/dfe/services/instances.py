@@ -20,6 +20,7 @@ from dfe.db.base import utcnow
 from dfe.enums import ProvisionState
 from dfe.models import (
     ARCHIVED_TABLES,
+    AppKey,
     Cluster,
     GuestLocation,
     Instance,
@@ -35,6 +36,7 @@ from dfe.provisioning.errors import StorageError
 from dfe.provisioning.storage import LocalStorage
 from dfe.schemas import (
     InstanceApiKey,
+    InstanceAppKey,
     InstanceChange,
     InstanceChanges,
     InstanceConfig,
@@ -43,7 +45,7 @@ from dfe.schemas import (
 from dfe.services import audit
 from dfe.services.base import flush_or_conflict, get_by_ref, snapshot
 from dfe.services.errors import InvalidInput, NotFound
-from dfe.services.keys import create_key
+from dfe.services.keys import create_key, expired
 from dfe.services.names import instance_name_problem
 
 
@@ -247,6 +249,8 @@ def instance_config(
 ) -> InstanceConfig:
     """What the web tier needs to serve a live instance; with `web_server_id`, only an
     instance placed on that web server (others: NotFound)."""
+    from dfe.services.limits import limits_for_instance  # limits refers to instances
+
     instance = _live(session, name, web_server_id=web_server_id)
     config = InstanceConfig(
         id=instance.id,
@@ -259,12 +263,32 @@ def instance_config(
         database_url=_database_url(instance),
         storage_root=_storage_root(instance),
         api_key_sha256=api_key_digest(instance.api_key) if instance.api_key else None,
+        app_keys=_app_keys(session, instance),
+        limits=limits_for_instance(session, instance),
         version="",
         changed_at=instance.updated_at,
     )
     document = config.model_dump(mode="json", exclude={"version", "changed_at"})
     digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
     return config.model_copy(update={"version": digest[:16]})
+
+
+def _app_keys(session: Session, instance: Instance) -> list[InstanceAppKey]:
+    """The instance's unexpired app keys, as hashes of their secrets."""
+    rows = session.scalars(
+        select(AppKey)
+        .where(AppKey.owner_type == OwnerType.INSTANCE, AppKey.instance_id == instance.id)
+        .order_by(AppKey.id)
+    )
+    return [
+        InstanceAppKey(
+            client_id=key.client_id,
+            secret_sha256=api_key_digest(key.client_secret),
+            expires_at=key.expires_at,
+        )
+        for key in rows
+        if not expired(key.expires_at)
+    ]
 
 
 def _database_url(instance: Instance) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dfe.db.base import Base, utcnow
@@ -79,6 +79,7 @@ def create_key(
     session.add(key)
     session.flush()
     audit.record(session, "key.create", "key", key.id, key.client_id, after=_public(key))
+    _touch_instance(session, key)
     return KeyWithSecret(**_public(key), client_secret=secret)
 
 
@@ -109,6 +110,7 @@ def revoke_key(session: Session, client_id: str) -> None:
     """Destroy a key at once (keys are never archived)."""
     key = get_key(session, client_id)
     audit.record(session, "key.revoke", "key", key.id, client_id, before=_public(key))
+    _touch_instance(session, key)
     session.delete(key)
     session.flush()
 
@@ -124,10 +126,20 @@ def rotate_key(session: Session, client_id: str, grace: timedelta) -> KeyWithSec
     old.replaced_by_id = new.id
     old.expires_at = min(old.expires_at, deadline) if old.expires_at else deadline
     session.flush()
+    _touch_instance(session, old)
     audit.record(
         session, "key.rotate", "key", old.id, old.client_id, after={"replaced_by": new.client_id}
     )
     return new
+
+
+def _touch_instance(session: Session, key: AppKey) -> None:
+    """An instance's keys are part of its web-tier config: let the change feed name it."""
+    if key.owner_type is OwnerType.INSTANCE and key.instance_id is not None:
+        session.execute(
+            update(Instance).where(Instance.id == key.instance_id).values(updated_at=utcnow()),
+            execution_options={"synchronize_session": False},
+        )
 
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)

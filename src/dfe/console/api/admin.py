@@ -21,6 +21,7 @@ from dfe.schemas import (
     KeyWithSecret,
     LimitCreate,
     LimitPublic,
+    LimitsReset,
     LimitUpdate,
 )
 from dfe.services import archive, audit, keys, limits
@@ -226,5 +227,24 @@ limits_resource = Resource(
     default_sort="label",
     tie_breaker=Limit.id,
 )
+
+
+# Declared before the generic limit routes: /limits/{ref}/reset is its own operation.
+@router.post(
+    "/limits/{ref}/reset",
+    response_model=LimitsReset,
+    tags=["limits"],
+    summary="Start a limit's counters from zero, in every web-tier process",
+)
+def reset_limit(
+    ref: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Any = requires(Action.LIMITS_WRITE),
+) -> Any:
+    found = limits.reset_limits(session, [ref], settings.redis_url, settings.redis_namespace)
+    session.commit()
+    return LimitsReset(limits=limits.limit_publics(session, found))
+
 
 routers = [router, crud_router(limits_resource)]

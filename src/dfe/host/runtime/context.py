@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from dfe.host.runtime.files import InstanceFiles
 from dfe.host.runtime.tables import Tables
-from dfe.schemas import InstanceConfig
+from dfe.schemas import InstanceAppKey, InstanceConfig, InstanceLimit
 
 CONNECT_TIMEOUT = 5  # seconds: a database that is down answers 503 quickly
 SCOPE_KEY = "dfe.instance"  # where the ASGI scope carries the context to the runtime
@@ -58,6 +59,12 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _source(config: InstanceConfig) -> str:
+    """What the engine and files are built from (a digest: the URL holds a password)."""
+    material = f"{config.database_url}\n{config.storage_root}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
 @dataclass
 class InstanceContext:
     name: str
@@ -67,6 +74,10 @@ class InstanceContext:
     engine: Engine | None
     files: InstanceFiles | None
     tables: Tables | None = field(default=None)
+    instance_id: int = 0
+    limits: list[InstanceLimit] = field(default_factory=list)
+    app_keys: list[InstanceAppKey] = field(default_factory=list)
+    source: str = ""
 
     @classmethod
     def from_config(cls, config: InstanceConfig, *, max_upload_bytes: int) -> InstanceContext:
@@ -82,14 +93,44 @@ class InstanceContext:
             engine=engine,
             files=files,
             tables=Tables(engine) if engine is not None else None,
+            instance_id=config.id,
+            limits=list(config.limits),
+            app_keys=list(config.app_keys),
+            source=_source(config),
         )
 
-    def key_matches(self, presented: str) -> bool:
-        """Whether `presented` is the instance's API key (hashes compared in constant time)."""
-        if not self.api_key_sha256:
-            return False
+    def updated(self, config: InstanceConfig) -> InstanceContext | None:
+        """This context for a newer config that keeps the same database and files (a limit
+        or a key changed): the engine is kept. None when the engine must be rebuilt."""
+        if self.source != _source(config) or self.instance_id != config.id:
+            return None
+        return replace(
+            self,
+            host=config.host,
+            version=config.version,
+            api_key_sha256=config.api_key_sha256,
+            limits=list(config.limits),
+            app_keys=list(config.app_keys),
+        )
+
+    def identify(self, presented: str) -> str | None:
+        """Which of the instance's keys `presented` is: "api-key" (the runtime API key) or
+        an app key's client id; None for no key of this instance. Hashes are compared in
+        constant time."""
         digest = hashlib.sha256(presented.encode()).hexdigest()
-        return hmac.compare_digest(digest, self.api_key_sha256)
+        found = None
+        if self.api_key_sha256 and hmac.compare_digest(digest, self.api_key_sha256):
+            found = "api-key"
+        now = datetime.now(UTC)
+        for key in self.app_keys:
+            usable = key.expires_at is None or key.expires_at > now
+            if hmac.compare_digest(digest, key.secret_sha256) and usable:
+                found = key.client_id
+        return found
+
+    def key_matches(self, presented: str) -> bool:
+        """Whether `presented` is one of the instance's keys."""
+        return self.identify(presented) is not None
 
     def close(self) -> None:
         if self.engine is not None:

@@ -77,6 +77,9 @@ class DatabaseDriver(Protocol):
     def url_for(self, database: InstanceDatabase) -> str:
         """A SQLAlchemy URL, with the instance's own credentials, for the instance runtime."""
 
+    def size_bytes(self, database_name: str) -> int | None:
+        """The database's size on disk (usage metrics); None when it does not exist."""
+
 
 def check_names(database_name: str, user_name: str, *, max_user: int = 63) -> None:
     validate_identifier(database_name, "database name")

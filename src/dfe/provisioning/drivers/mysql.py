@@ -25,7 +25,7 @@ from dfe.provisioning.drivers.base import (
     config_port,
     config_text,
 )
-from dfe.provisioning.names import DEFAULT_PREFIX, MAX_USER_NAME
+from dfe.provisioning.names import DEFAULT_PREFIX, MAX_USER_NAME, validate_identifier
 
 USER_HOST = "%"  # the instance runtime may run on any app server
 LOCK_WAIT_TIMEOUT = 30  # seconds a DDL statement waits for locks, instead of MySQL's year
@@ -159,6 +159,19 @@ class MysqlDriver:
         with self._admin("list users") as connection:
             query = text("SELECT DISTINCT User FROM mysql.user")
             return {name for name in connection.execute(query).scalars() if name.startswith(prefix)}
+
+    def size_bytes(self, database_name: str) -> int | None:
+        """Data and indexes as information_schema reports them (InnoDB's estimate)."""
+        validate_identifier(database_name, "database name")
+        with self._admin(f"size of database {database_name!r}") as connection:
+            if not self._database_exists(connection, database_name):
+                return None
+            query = text(
+                "SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0)"
+                " FROM information_schema.TABLES WHERE TABLE_SCHEMA = :name"
+            )
+            size = connection.execute(query, {"name": database_name}).scalar()
+        return int(size or 0)
 
     def url_for(self, database: InstanceDatabase) -> str:
         url = URL.create(

@@ -29,7 +29,7 @@ from dfe.provisioning.drivers.base import (
     config_text,
 )
 from dfe.provisioning.errors import DriverError
-from dfe.provisioning.names import DEFAULT_PREFIX
+from dfe.provisioning.names import DEFAULT_PREFIX, validate_identifier
 
 
 class PostgresqlDriver:
@@ -178,6 +178,16 @@ class PostgresqlDriver:
         with self._admin("list roles") as (connection, _):
             names = connection.execute(text("SELECT rolname FROM pg_roles")).scalars()
             return {name for name in names if name.startswith(prefix)}
+
+    def size_bytes(self, database_name: str) -> int | None:
+        validate_identifier(database_name, "database name")
+        with self._admin(f"size of database {database_name!r}") as (connection, _):
+            if not self._database_exists(connection, database_name):
+                return None
+            size = connection.execute(
+                text("SELECT pg_database_size(:name)"), {"name": database_name}
+            ).scalar()
+        return int(size or 0)
 
     def url_for(self, database: InstanceDatabase) -> str:
         url = URL.create(

@@ -86,6 +86,18 @@ class SqliteDriver:
         """Always empty: SQLite has no users, so none can be left over."""
         return set()
 
+    def size_bytes(self, database_name: str) -> int | None:
+        """The file and its write-ahead log and shared-memory companions."""
+        path = self.file_for(database_name)
+        if not path.is_file():
+            return None
+        with self._errors.step(f"size of database {database_name!r}"):
+            return sum(
+                Path(f"{path}{suffix}").stat().st_size
+                for suffix in ("", *_COMPANIONS)
+                if Path(f"{path}{suffix}").is_file()
+            )
+
     def url_for(self, database: InstanceDatabase) -> str:
         path = self.file_for(database.database_name)
         return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)

@@ -1,0 +1,1 @@
+"""Usage metrics (charts) and process metrics (Prometheus)."""
