@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,15 @@ from dfe.schemas import (
     KeyWithSecret,
     LimitCreate,
     LimitPublic,
+    LimitsReset,
     LimitUpdate,
+    MetricsPage,
     MountCreate,
     MountPublic,
     MountUpdate,
     PasswordResetAccepted,
+    RequestCount,
+    RequestCounts,
     ServerCreate,
     ServerPublic,
     ServerUpdate,
@@ -169,6 +173,18 @@ INSTANCE_CONFIG = {
     "database_url": "postgresql+psycopg://u7:pw@db-1:5432/dfe_7",
     "storage_root": "/srv/m1/local/ab/abcd/shop",
     "api_key_sha256": "0" * 64,
+    "app_keys": [{"client_id": "dfe_i7", "secret_sha256": "1" * 64, "expires_at": None}],
+    "limits": [
+        {
+            "id": 3,
+            "label": "shop-hourly",
+            "scope": "instance",
+            "period": "hour",
+            "max_requests": 1000,
+            "client_id": None,
+            "generation": 2,
+        }
+    ],
     "version": "1a2b3c4d5e6f7a8b",
     "changed_at": AT,
 }
@@ -411,6 +427,18 @@ CASES = [
     Case("update_limit", ("api", LimitUpdate(period=LimitPeriod.SEVEN_DAYS)), "PATCH",
          "/limits/api", LimitPublic, body={"period": "7-days"}, answer=LIMIT),
     Case("delete_limit", ("api",), "DELETE", "/limits/api", None, status=204),
+    Case("reset_limit", ("api",), "POST", "/limits/api/reset", LimitsReset,
+         answer={"limits": [LIMIT]}),
+    # Usage metrics
+    Case("list_metrics", (), "GET", "/metrics", MetricsPage,
+         kwargs={"instance": "shop", "since": date(2026, 1, 1), "until": date(2026, 1, 31)},
+         query=[("instance", "shop"), ("since", "2026-01-01"), ("until", "2026-01-31")],
+         answer={"items": [{"instance": "shop", "instance_id": 7, "day": "2026-01-02",
+                            "requests": 12, "database_bytes": 4096, "storage_bytes": None}]}),
+    Case("report_requests",
+         (RequestCounts(day=date(2026, 1, 2), items=[RequestCount(instance_id=7, requests=3)]),),
+         "POST", "/metrics/requests", None,
+         body={"day": "2026-01-02", "items": [{"instance_id": 7, "requests": 3}]}, status=204),
     # The audit log
     Case("list_audit", (), "GET", "/audit", Page, item=AuditPublic,
          kwargs={"actor": "admin", "target": "eu-1", "action": "cluster.delete",
