@@ -34,6 +34,9 @@ class Action(enum.StrEnum):
     JOBS_READ = "jobs.read"  # a user sees their own
     INSTANCE_CONFIG = "instances.config"  # web servers: instances placed on them
     INSTANCE_API_KEY = "instances.api_key"  # the runtime API key: its owner (not operators)
+    SNAPSHOTS_READ = "snapshots.read"  # a user sees (and downloads) their own
+    SNAPSHOTS_WRITE = "snapshots.write"  # export, import, delete; a user, their own
+    INSTANCES_MOVE = "instances.move"  # to another db server: administrators
 
     @property
     def is_read(self) -> bool:
@@ -48,6 +51,8 @@ _USER_ACTIONS = frozenset(
         Action.JOBS_READ,
         Action.INSTANCE_STATUS,
         Action.INSTANCE_API_KEY,
+        Action.SNAPSHOTS_READ,
+        Action.SNAPSHOTS_WRITE,
     }
 )
 _DASHBOARD_ACTIONS = frozenset({Action.REGISTER_USER, Action.CHECK_LOGIN})

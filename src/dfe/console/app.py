@@ -12,7 +12,8 @@ from sqlalchemy import text
 from dfe import __version__
 from dfe.auth.nonces import nonce_store
 from dfe.config import Settings, get_settings
-from dfe.console.api import admin, estate, instances, people, problems
+from dfe.console.api import admin, estate, instances, people, problems, snapshots
+from dfe.console.api.snapshots import UPLOAD_SUFFIX
 from dfe.console.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from dfe.db.migrate import current_revision, head_revision
 from dfe.db.session import Database, open_database
@@ -80,8 +81,18 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.dispatcher = dispatcher_for(database, settings)
     problems.install(app)
     app.include_router(health, prefix=API_PREFIX)
-    for router in [*estate.routers, *people.routers, instances.router, *admin.routers]:
+    for router in [
+        *estate.routers,
+        *people.routers,
+        instances.router,
+        *admin.routers,
+        snapshots.router,
+    ]:
         app.include_router(router, prefix=API_PREFIX, responses=problems.RESPONSES)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        uploads=(UPLOAD_SUFFIX, settings.snapshot_max_upload_bytes),
+    )
     app.add_middleware(RequestContextMiddleware)
     return app

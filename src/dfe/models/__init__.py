@@ -20,6 +20,7 @@ from dfe.models.infrastructure import Cluster, ClusterServer, Mount, Server
 from dfe.models.instances import Instance, InstanceGuest, InstanceServer
 from dfe.models.keys import AppKey
 from dfe.models.operations import AuditEntry, Job, Limit, LoginFailure, SeenNonce
+from dfe.models.snapshots import Snapshot
 
 __all__ = [
     "ARCHIVED_TABLES",
@@ -49,6 +50,7 @@ __all__ = [
     "ServerType",
     "ServiceRole",
     "ServiceUser",
+    "Snapshot",
     "User",
     "archive_table",
 ]
