@@ -34,7 +34,7 @@ from dfe.enums import JobKind, JobStatus, ProvisionState
 from dfe.models import Instance, Job, Mount, Server, Snapshot, User
 from dfe.provisioning.errors import StorageError
 from dfe.provisioning.storage import LocalStorage
-from dfe.services import audit, jobs
+from dfe.services import audit, infrastructure, jobs
 from dfe.services.errors import Conflict, DfeError, Forbidden, InvalidInput, NotFound
 
 log = structlog.get_logger("dfe.snapshots")
@@ -260,7 +260,7 @@ def request_import(
 
 
 def request_import_named(
-    session: Session, name: str, snapshot: Snapshot, cluster_id: int
+    session: Session, name: str, snapshot: Snapshot, cluster: str
 ) -> list[int]:
     """Import `snapshot` into the instance `name`: its owner's instance, or a new one
     launched for the snapshot's owner. The job ids to dispatch, in order."""
@@ -274,6 +274,7 @@ def request_import_named(
     if snapshot.user_id is None:
         raise Conflict(f"snapshot {snapshot.id} has no owner to launch an instance for")
     owner = session.get_one(User, snapshot.user_id)
+    cluster_id = infrastructure.get_cluster(session, cluster).id
     instance, provision = engine.launch(session, owner, name, cluster_id)
     return [provision.id, request_import(session, instance, snapshot, after_job=provision.id).id]
 
@@ -284,7 +285,7 @@ def import_upload(
     name: str,
     chunks: Iterable[bytes],
     *,
-    cluster_id: int,
+    cluster: str,
     max_bytes: int,
     ttl_days: int,
 ) -> list[int]:
@@ -296,6 +297,7 @@ def import_upload(
     instance = session.scalar(select(Instance).where(Instance.name == name.strip().lower()))
     provision: Job | None = None
     if instance is None:
+        cluster_id = infrastructure.get_cluster(session, cluster).id
         instance, provision = engine.launch(session, owner, name, cluster_id)
     elif instance.user_id != user_id:
         raise Conflict(f"an instance named '{name}' exists and is not yours")

@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -60,6 +60,7 @@ PORTABLE_TYPES = (
 )
 # Table and column names a snapshot may carry (quoted everywhere; this only keeps out oddities).
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_WIDE = Context(prec=200)  # decimals of any database fit
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -145,11 +146,11 @@ def _decimal_text(scale: int | None) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         number = value if isinstance(value, Decimal) else Decimal(str(value))
         if exponent is not None:
-            number = number.quantize(exponent)
+            number = number.quantize(exponent, context=_WIDE)
         elif number == number.to_integral_value():
-            number = number.quantize(Decimal(1))
+            number = number.quantize(Decimal(1), context=_WIDE)
         else:
-            number = number.normalize()
+            number = number.normalize(_WIDE)
         return format(number, "f")
 
     return convert

@@ -21,7 +21,7 @@ from dfe.schemas import (
     SnapshotLink,
     SnapshotPublic,
 )
-from dfe.services import infrastructure, instances, jobs, snapshots
+from dfe.services import instances, jobs, snapshots
 from dfe.services.base import MAX_ID
 from dfe.services.errors import InvalidInput
 from dfe.services.listing import ListQuery, paginate
@@ -83,8 +83,8 @@ def import_snapshot(
     principal: Annotated[Principal, requires(Action.SNAPSHOTS_WRITE)],
 ) -> Any:
     snapshot = snapshots.get_snapshot(session, data.snapshot_id, _owner(principal))
-    cluster = infrastructure.get_cluster(session, data.cluster or settings.default_cluster)
-    job_ids = snapshots.request_import_named(session, name, snapshot, cluster.id)
+    cluster = data.cluster or settings.default_cluster
+    job_ids = snapshots.request_import_named(session, name, snapshot, cluster)
     session.commit()
     return _accepted(request, session, *job_ids)
 
@@ -106,13 +106,12 @@ def import_archive(
 ) -> Any:
     if principal.user_id is None:
         raise InvalidInput("an upload is imported for a user: act with their token")
-    target = infrastructure.get_cluster(session, cluster or settings.default_cluster)
     job_ids = snapshots.import_upload(
         session,
         principal.user_id,
         name,
         [body],
-        cluster_id=target.id,
+        cluster=cluster or settings.default_cluster,
         max_bytes=settings.snapshot_max_upload_bytes,
         ttl_days=settings.snapshot_ttl_days,
     )
