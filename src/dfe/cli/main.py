@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dfe import __version__
-from dfe.cli import archive, estate, instances, keys, people, system
+from dfe.cli import archive, estate, instances, keys, people, snapshots, system
 from dfe.cli.backend import close_backend
 from dfe.cli.common import DfeGroup, RemoteTarget, fail, set_remote
 
@@ -36,6 +36,7 @@ app.add_typer(people.users, name="user")
 app.add_typer(people.service_users, name="service-user")
 app.add_typer(keys.app, name="key")
 app.add_typer(archive.app, name="archive")
+app.add_typer(snapshots.snapshot_app, name="snapshot")
 
 
 def _version(value: bool) -> None:

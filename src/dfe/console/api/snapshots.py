@@ -21,7 +21,7 @@ from dfe.schemas import (
     SnapshotLink,
     SnapshotPublic,
 )
-from dfe.services import instances, jobs, snapshots
+from dfe.services import identity, instances, jobs, snapshots
 from dfe.services.base import MAX_ID
 from dfe.services.errors import InvalidInput
 from dfe.services.listing import ListQuery, paginate
@@ -103,12 +103,19 @@ def import_archive(
     principal: Annotated[Principal, requires(Action.SNAPSHOTS_WRITE)],
     body: Annotated[bytes, Depends(request_body)],
     cluster: Annotated[str | None, Query(max_length=64)] = None,
+    owner: Annotated[
+        str | None, Query(max_length=192, description="Administrators: the owner's email.")
+    ] = None,
 ) -> Any:
-    if principal.user_id is None:
-        raise InvalidInput("an upload is imported for a user: act with their token")
+    if principal.user_id is not None:
+        owner_id = principal.user_id
+    elif owner is not None and principal.is_administrator:
+        owner_id = identity.get_user(session, owner).id
+    else:
+        raise InvalidInput("owner: name the user the archive is imported for")
     job_ids = snapshots.import_upload(
         session,
-        principal.user_id,
+        owner_id,
         name,
         [body],
         cluster=cluster or settings.default_cluster,
