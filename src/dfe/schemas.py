@@ -335,6 +335,10 @@ class InstanceConfig(BaseModel):
         default=None,
         description="SHA-256 (hex) of the instance's API key: the web tier compares hashes.",
     )
+    read_only: bool = Field(
+        default=False,
+        description="Writes are refused (503 + Retry-After) while the instance is being moved.",
+    )
     version: str = Field(description="Changes whenever anything above changes.")
     changed_at: datetime = Field(description="When the instance's record last changed.")
 

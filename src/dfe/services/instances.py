@@ -259,6 +259,7 @@ def instance_config(
         database_url=_database_url(instance),
         storage_root=_storage_root(instance),
         api_key_sha256=api_key_digest(instance.api_key) if instance.api_key else None,
+        read_only=bool((instance.data or {}).get("read_only")),
         version="",
         changed_at=instance.updated_at,
     )
