@@ -13,7 +13,7 @@ from dfe import __version__
 from dfe.client import AsyncConsoleClient
 from dfe.client._base import read_key_file
 from dfe.config import Settings, get_settings
-from dfe.dashboard import accounts, errors, instances
+from dfe.dashboard import accounts, errors, instances, snapshots
 from dfe.dashboard.security import SecurityHeaders, SessionCookies, check_csrf, session_secret
 from dfe.dashboard.web import make_templates
 
@@ -69,6 +69,7 @@ def create_app(
     errors.install(app)
     app.include_router(accounts.router)
     app.include_router(instances.router)
+    app.include_router(snapshots.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
         SessionCookies,

@@ -41,11 +41,10 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots.errors import SnapshotError
 from dfe.snapshots.format import (
     NAME,
-    encode_row,
     from_canonical,
     portable_type,
+    row_encoder,
     sql_type,
-    to_canonical,
 )
 
 BATCH_ROWS = 2000
@@ -212,15 +211,12 @@ def _reader(description: dict[str, Any]) -> Any:
 
 def dump_rows(connection: Connection, description: dict[str, Any]) -> Iterator[bytes]:
     """The table's canonical lines, in primary-key order, read in batches."""
-    converters = [to_canonical(c) for c in description["columns"]]
+    encode = row_encoder(description["columns"], engine_kind(connection.engine))
     result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(
         _reader(description)
     )
     for partition in result.partitions():
-        for row in partition:
-            yield encode_row(
-                [convert(value) for convert, value in zip(converters, row, strict=True)]
-            )
+        yield from map(encode, partition)
 
 
 def dump_table(connection: Connection, description: dict[str, Any], out: IO[bytes]) -> TableSum:
@@ -264,9 +260,12 @@ def checksum_database(
 # Rows in
 
 
+_DECODE = json.JSONDecoder().decode
+
+
 def parse_line(line: bytes, width: int, where: str) -> list[Any]:
     try:
-        values = json.loads(line)
+        values = _DECODE(line.decode())
     except ValueError:
         raise SnapshotError(f"{where}: a row is not valid JSON") from None
     if not isinstance(values, list) or len(values) != width:
@@ -274,16 +273,28 @@ def parse_line(line: bytes, width: int, where: str) -> list[Any]:
     return values
 
 
+# Where the server checks these types itself (a string for an integer is refused), JSON's
+# values go as they are; SQLite stores anything anywhere, so there every value is checked.
+_SERVER_CHECKED = frozenset({"integer", "string", "text", "boolean"})
+
+
 def _batches(
-    lines: Iterable[bytes], description: dict[str, Any], where: str
+    lines: Iterable[bytes], description: dict[str, Any], where: str, engine: str
 ) -> Iterator[list[list[Any]]]:
     columns = description["columns"]
-    converters = [from_canonical(c) for c in columns]
+    converters = [
+        (index, from_canonical(column))
+        for index, column in enumerate(columns)
+        if engine == "sqlite" or column["type"] not in _SERVER_CHECKED
+    ]
+    width = len(columns)
     batch: list[list[Any]] = []
     for line in lines:
-        values = parse_line(line, len(columns), where)
+        values = parse_line(line, width, where)
         try:
-            batch.append([convert(v) for convert, v in zip(converters, values, strict=True)])
+            for index, convert in converters:
+                values[index] = convert(values[index])
+            batch.append(values)
         except (ValueError, TypeError):
             raise SnapshotError(f"{where}: a value does not fit its column's type") from None
         if len(batch) >= BATCH_ROWS:
@@ -311,11 +322,12 @@ def load_table(
 ) -> None:
     where = f"table {description['name']!r}"
     names = [c["name"] for c in description["columns"]]
+    batches = _batches(lines, description, where, engine_kind(connection.engine))
     if connection.dialect.name == "postgresql":
-        _copy_rows(connection, target, names, _batches(lines, description, where))
+        _copy_rows(connection, target, names, batches)
     else:
         statement = insert(target)
-        for batch in _batches(lines, description, where):
+        for batch in batches:
             connection.execute(statement, [dict(zip(names, row, strict=True)) for row in batch])
     if description.get("autoincrement") and connection.dialect.name == "postgresql":
         _advance_sequence(connection, target, description["primary_key"][0])
