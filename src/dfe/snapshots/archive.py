@@ -185,6 +185,9 @@ def _write_members(
     tables_manifest: list[dict[str, Any]] = []
     try:
         with engine.connect() as connection:
+            if engine_kind(engine) in ("postgresql", "mysql"):
+                # One consistent picture of every table, whatever is written meanwhile.
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
             tables = describe_database(connection)
             schema = json.dumps(tables, sort_keys=True).encode()
             tar.addfile(_info(SCHEMA, len(schema), now), _BytesReader(schema))

@@ -39,6 +39,7 @@ from dfe.snapshots.dump import (
     checksum_database,
     describe_database,
     dump_rows,
+    engine_kind,
     load_table,
     open_engine,
     replace_schema,
@@ -245,7 +246,7 @@ def copy_database(source: Engine, target: Engine) -> list[dict[str, Any]]:
     """Every table of `source` into `target` (whose tables are replaced)."""
     try:
         with source.connect() as reading, target.begin() as writing:
-            if source.dialect.name in ("postgresql", "mysql", "mariadb"):
+            if engine_kind(source) in ("postgresql", "mysql"):
                 reading = reading.execution_options(isolation_level="REPEATABLE READ")
             tables = describe_database(reading)
             built = replace_schema(writing, tables)
