@@ -478,7 +478,9 @@ class SnapshotJob(BaseModel):
 
 
 class ImportRequest(Input):
-    snapshot_id: int = Field(ge=1, description="One of your snapshots (an export or an upload).")
+    snapshot_id: int = Field(
+        ge=1, le=2**63 - 1, description="One of your snapshots (an export or an upload)."
+    )
     cluster: str | None = Field(
         default=None, description="Where a new instance launches (default cluster if unset)."
     )

@@ -172,6 +172,7 @@ INSTANCE_CONFIG = {
     "database_url": "postgresql+psycopg://u7:pw@db-1:5432/dfe_7",
     "storage_root": "/srv/m1/local/ab/abcd/shop",
     "api_key_sha256": "0" * 64,
+    "read_only": False,
     "version": "1a2b3c4d5e6f7a8b",
     "changed_at": AT,
 }
