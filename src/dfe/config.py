@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         description="Comma-separated addresses whose X-Forwarded-Proto/Host headers are believed.",
     )
     max_body_bytes: int = Field(default=1_048_576, description="Largest API request body.")
+    snapshot_ttl_days: int = Field(
+        default=30, ge=1, le=365, description="How long a snapshot and its download link live."
+    )
+    snapshot_max_upload_bytes: int = Field(
+        default=1024 * 1024 * 1024, description="Largest snapshot archive an import accepts."
+    )
     user_token_ttl_seconds: int = 8 * 3600
     login_max_failures_per_account: int = 5
     login_max_failures_per_address: int = 20

@@ -370,6 +370,10 @@ class InstanceConfig(BaseModel):
     limits: list[InstanceLimit] = Field(
         default_factory=list, description="The active rate limits that apply to the instance."
     )
+    read_only: bool = Field(
+        default=False,
+        description="Writes are refused (503 + Retry-After) while the instance is being moved.",
+    )
     version: str = Field(description="Changes whenever anything above changes.")
     changed_at: datetime = Field(description="When the instance's record last changed.")
 
@@ -551,3 +555,48 @@ class PasswordChange(Input):
     current_password: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
     password: Password
     address: str | None = Field(default=None, max_length=64)
+
+
+# Snapshots
+
+
+class SnapshotPublic(Output):
+    """An exported (or uploaded) instance archive, kept until `expires_at`."""
+
+    id: int
+    instance_name: str
+    origin: str = Field(description="export or upload")
+    size: int
+    sha256: str | None
+    format_version: int | None
+    source_engine: str | None
+    created_at: datetime
+    expires_at: datetime
+    summary: dict[str, Any] = Field(default_factory=dict, description="tables, rows, files")
+
+
+class SnapshotJob(BaseModel):
+    """An export, import or move accepted: the job doing the work."""
+
+    job: JobPublic
+
+
+class ImportRequest(Input):
+    snapshot_id: int = Field(
+        ge=1, le=2**63 - 1, description="One of your snapshots (an export or an upload)."
+    )
+    cluster: str | None = Field(
+        default=None, description="Where a new instance launches (default cluster if unset)."
+    )
+
+
+class MoveRequest(Input):
+    db_server: str = Field(min_length=1, max_length=64, description="The target db server.")
+
+
+class SnapshotLink(BaseModel):
+    """A signed download link: valid until `expires_at`, for the snapshot's owner only."""
+
+    url: str
+    expires: int = Field(description="Unix time the link stops working.")
+    signature: str

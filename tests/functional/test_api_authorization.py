@@ -232,6 +232,8 @@ def test_policy_table():
         Action.INSTANCE_API_KEY,
         Action.JOBS_READ,
         Action.METRICS_READ,
+        Action.SNAPSHOTS_READ,
+        Action.SNAPSHOTS_WRITE,
     }
     assert {a for a in Action if allowed(acting, a)} == own
     assert {a for a in Action if allowed(user, a)} == own

@@ -39,6 +39,7 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    ImportRequest,
     InstanceApiKey,
     InstanceChanges,
     InstanceConfig,
@@ -57,6 +58,7 @@ from dfe.schemas import (
     MountCreate,
     MountPublic,
     MountUpdate,
+    MoveRequest,
     PasswordResetAccepted,
     RequestCount,
     RequestCounts,
@@ -66,6 +68,9 @@ from dfe.schemas import (
     ServiceUserCreate,
     ServiceUserPublic,
     ServiceUserUpdate,
+    SnapshotJob,
+    SnapshotLink,
+    SnapshotPublic,
     UserCreate,
     UserPublic,
     UserUpdate,
@@ -185,6 +190,7 @@ INSTANCE_CONFIG = {
             "generation": 2,
         }
     ],
+    "read_only": False,
     "version": "1a2b3c4d5e6f7a8b",
     "changed_at": AT,
 }
@@ -192,6 +198,18 @@ INSTANCE_CHANGES = {
     "cursor": "1767225600000000",
     "changes": [{"id": 7, "name": "shop", "changed_at": AT, "archived": True}],
     "reset": False,
+}
+SNAPSHOT = {
+    "id": 3,
+    "instance_name": "shop",
+    "origin": "export",
+    "size": 10240,
+    "sha256": "ab" * 32,
+    "format_version": 1,
+    "source_engine": "postgresql",
+    "created_at": AT,
+    "expires_at": AT,
+    "summary": {"tables": 1},
 }
 JOB = {
     "id": 42,
@@ -404,6 +422,27 @@ CASES = [
          answer={"instance": INSTANCE, "job": JOB}),
     Case("delete_instance", ("shop",), "DELETE", "/instances/shop", InstanceLaunched,
          status=202, answer={"instance": INSTANCE, "job": JOB}),
+    # Snapshots
+    Case("export_instance", ("shop",), "POST", "/instances/shop/exports", SnapshotJob,
+         status=202, answer={"job": JOB}),
+    Case("import_snapshot", ("shop", ImportRequest(snapshot_id=3)), "POST",
+         "/instances/shop/imports", SnapshotJob, body={"snapshot_id": 3, "cluster": None},
+         status=202, answer={"job": JOB}),
+    Case("upload_snapshot", ("shop", b'{"tar": 1}', "eu-1"), "POST",
+         "/instances/shop/imports/archive", SnapshotJob, query=[("cluster", "eu-1")],
+         body={"tar": 1}, status=202, answer={"job": JOB}),
+    Case("move_instance", ("shop", MoveRequest(db_server="db-2")), "POST",
+         "/instances/shop/moves", SnapshotJob, body={"db_server": "db-2"}, status=202,
+         answer={"job": JOB}),
+    Case("list_snapshots", (), "GET", "/snapshots", Page, item=SnapshotPublic,
+         answer=page(SNAPSHOT)),
+    Case("get_snapshot", (3,), "GET", "/snapshots/3", SnapshotPublic, answer=SNAPSHOT),
+    Case("delete_snapshot", (3,), "DELETE", "/snapshots/3", None, status=204),
+    Case("snapshot_link", (3,), "POST", "/snapshots/3/links", SnapshotLink,
+         answer={"url": "/snapshots/3/download?expires=9&sig=ab", "expires": 9,
+                 "signature": "ab"}),
+    Case("download_snapshot", (3, 9, "ab"), "GET", "/snapshots/3/download", bytes,
+         query=[("expires", "9"), ("sig", "ab")], answer={"tar": "bytes"}),
     # The archive
     Case("list_archived", ("clusters",), "GET", "/archive/clusters", Page, item=ArchivedPublic,
          kwargs={"q": "eu", "limit": 2}, query=[("q", "eu"), ("limit", "2")],
@@ -543,7 +582,7 @@ def check(case: Case, console: FakeConsole, result: Any) -> None:
         assert result.total == 1
         assert result.next_cursor == case.answer["next_cursor"]
         assert result.items[0].model_dump(mode="json") == _normalized(case.answer["items"][0])
-    elif case.returns not in (None, Health, Readiness, LoginResponse):
+    elif case.returns not in (None, Health, Readiness, LoginResponse, bytes):
         assert result.model_dump(mode="json") == _normalized(case.answer)
 
 

@@ -38,6 +38,9 @@ class Action(enum.StrEnum):
     INSTANCE_API_KEY = "instances.api_key"  # the runtime API key: its owner (not operators)
     METRICS_READ = "metrics.read"  # usage per instance per day; a user sees their own
     METRICS_REPORT = "metrics.report"  # web servers add the requests they served
+    SNAPSHOTS_READ = "snapshots.read"  # a user sees (and downloads) their own
+    SNAPSHOTS_WRITE = "snapshots.write"  # export, import, delete; a user, their own
+    INSTANCES_MOVE = "instances.move"  # to another db server: administrators
 
     @property
     def is_read(self) -> bool:
@@ -53,6 +56,8 @@ _USER_ACTIONS = frozenset(
         Action.INSTANCE_STATUS,
         Action.INSTANCE_API_KEY,
         Action.METRICS_READ,
+        Action.SNAPSHOTS_READ,
+        Action.SNAPSHOTS_WRITE,
     }
 )
 _DASHBOARD_ACTIONS = frozenset({Action.REGISTER_USER, Action.CHECK_LOGIN, Action.RESET_PASSWORD})

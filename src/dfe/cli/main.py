@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dfe import __version__
-from dfe.cli import archive, estate, instances, keys, limits, metrics, people, system
+from dfe.cli import archive, estate, instances, keys, limits, metrics, people, snapshots, system
 from dfe.cli.backend import close_backend
 from dfe.cli.common import DfeGroup, RemoteTarget, fail, set_remote
 
@@ -38,6 +38,7 @@ app.add_typer(keys.app, name="key")
 app.add_typer(archive.app, name="archive")
 app.add_typer(limits.app, name="limit")
 app.add_typer(metrics.app, name="metrics")
+app.add_typer(snapshots.snapshot_app, name="snapshot")
 
 
 def _version(value: bool) -> None:

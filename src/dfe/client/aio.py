@@ -38,6 +38,7 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    ImportRequest,
     InstanceApiKey,
     InstanceChanges,
     InstanceConfig,
@@ -56,6 +57,7 @@ from dfe.schemas import (
     MountCreate,
     MountPublic,
     MountUpdate,
+    MoveRequest,
     PasswordResetAccepted,
     RequestCounts,
     ServerCreate,
@@ -64,6 +66,9 @@ from dfe.schemas import (
     ServiceUserCreate,
     ServiceUserPublic,
     ServiceUserUpdate,
+    SnapshotJob,
+    SnapshotLink,
+    SnapshotPublic,
     UserCreate,
     UserPublic,
     UserUpdate,
@@ -454,6 +459,53 @@ class AsyncConsoleClient:
 
     async def get_job(self, job_id: int) -> JobPublic:
         return await self.call(calls.get_job(job_id))
+
+    # Snapshots
+
+    async def export_instance(self, name: str) -> SnapshotJob:
+        """Export an instance to a snapshot; 202: follow the job with get_job."""
+        return await self.call(calls.export_instance(name))
+
+    async def import_snapshot(self, name: str, data: ImportRequest) -> SnapshotJob:
+        """Import one of your snapshots into `name` (launched first if it does not exist)."""
+        return await self.call(calls.import_snapshot(name, data))
+
+    async def upload_snapshot(
+        self,
+        name: str,
+        archive: bytes,
+        cluster: str | None = None,
+        owner: str | None = None,
+    ) -> SnapshotJob:
+        """Upload an archive and import it into `name` (verified by the job before use)."""
+        return await self.call(calls.upload_snapshot(name, archive, cluster, owner))
+
+    async def move_instance(self, name: str, data: MoveRequest) -> SnapshotJob:
+        """Move an instance's database to another db server (administrators)."""
+        return await self.call(calls.move_instance(name, data))
+
+    async def list_snapshots(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[SnapshotPublic]:
+        return await self.call(calls.list_snapshots(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    async def get_snapshot(self, snapshot_id: int) -> SnapshotPublic:
+        return await self.call(calls.get_snapshot(snapshot_id))
+
+    async def delete_snapshot(self, snapshot_id: int) -> None:
+        return await self.call(calls.delete_snapshot(snapshot_id))
+
+    async def snapshot_link(self, snapshot_id: int) -> SnapshotLink:
+        """A signed download link (it works for the snapshot's owner only)."""
+        return await self.call(calls.snapshot_link(snapshot_id))
+
+    async def download_snapshot(self, snapshot_id: int, expires: int, signature: str) -> bytes:
+        return await self.call(calls.download_snapshot(snapshot_id, expires, signature))
 
     # The archive
 

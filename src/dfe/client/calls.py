@@ -33,6 +33,7 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    ImportRequest,
     InstanceApiKey,
     InstanceChanges,
     InstanceConfig,
@@ -51,6 +52,7 @@ from dfe.schemas import (
     MountCreate,
     MountPublic,
     MountUpdate,
+    MoveRequest,
     PasswordResetAccepted,
     RequestCounts,
     ServerCreate,
@@ -59,6 +61,9 @@ from dfe.schemas import (
     ServiceUserCreate,
     ServiceUserPublic,
     ServiceUserUpdate,
+    SnapshotJob,
+    SnapshotLink,
+    SnapshotPublic,
     UserCreate,
     UserPublic,
     UserUpdate,
@@ -482,6 +487,78 @@ def list_jobs(
 
 def get_job(job_id: int) -> Call[JobPublic]:
     return _get("/jobs/{job_id}", model(JobPublic), job_id=job_id)
+
+
+# Snapshots
+
+
+def export_instance(name: str) -> Call[SnapshotJob]:
+    return Call("POST", path("/instances/{name}/exports", name=name), model(SnapshotJob))
+
+
+def import_snapshot(name: str, data: ImportRequest) -> Call[SnapshotJob]:
+    return Call(
+        "POST", path("/instances/{name}/imports", name=name), model(SnapshotJob), body=body(data)
+    )
+
+
+def upload_snapshot(
+    name: str, archive: bytes, cluster: str | None = None, owner: str | None = None
+) -> Call[SnapshotJob]:
+    """Upload an archive (read whole: the signature covers its digest) and import it;
+    administrators name the `owner` (email), users import for themselves."""
+    return Call(
+        "POST",
+        path("/instances/{name}/imports/archive", name=name),
+        model(SnapshotJob),
+        params=query(cluster=cluster, owner=owner),
+        body=archive,
+    )
+
+
+def move_instance(name: str, data: MoveRequest) -> Call[SnapshotJob]:
+    return Call(
+        "POST", path("/instances/{name}/moves", name=name), model(SnapshotJob), body=body(data)
+    )
+
+
+def list_snapshots(
+    *,
+    q: str | None = None,
+    sort: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Call[Page[SnapshotPublic]]:
+    return _list("/snapshots", SnapshotPublic, q=q, sort=sort, limit=limit, cursor=cursor)
+
+
+def get_snapshot(snapshot_id: int) -> Call[SnapshotPublic]:
+    return _get("/snapshots/{snapshot_id}", model(SnapshotPublic), snapshot_id=snapshot_id)
+
+
+def delete_snapshot(snapshot_id: int) -> Call[None]:
+    return _delete("/snapshots/{snapshot_id}", snapshot_id=snapshot_id)
+
+
+def snapshot_link(snapshot_id: int) -> Call[SnapshotLink]:
+    return Call(
+        "POST",
+        path("/snapshots/{snapshot_id}/links", snapshot_id=snapshot_id),
+        model(SnapshotLink),
+    )
+
+
+def _content(response: httpx2.Response) -> bytes:
+    return response.content
+
+
+def download_snapshot(snapshot_id: int, expires: int, signature: str) -> Call[bytes]:
+    return Call(
+        "GET",
+        path("/snapshots/{snapshot_id}/download", snapshot_id=snapshot_id),
+        _content,
+        params=query(expires=expires, sig=signature),
+    )
 
 
 # The archive

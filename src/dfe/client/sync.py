@@ -37,6 +37,7 @@ from dfe.schemas import (
     ClusterCreate,
     ClusterPublic,
     ClusterUpdate,
+    ImportRequest,
     InstanceApiKey,
     InstanceChanges,
     InstanceConfig,
@@ -55,6 +56,7 @@ from dfe.schemas import (
     MountCreate,
     MountPublic,
     MountUpdate,
+    MoveRequest,
     PasswordResetAccepted,
     RequestCounts,
     ServerCreate,
@@ -63,6 +65,9 @@ from dfe.schemas import (
     ServiceUserCreate,
     ServiceUserPublic,
     ServiceUserUpdate,
+    SnapshotJob,
+    SnapshotLink,
+    SnapshotPublic,
     UserCreate,
     UserPublic,
     UserUpdate,
@@ -454,6 +459,53 @@ class ConsoleClient:
 
     def get_job(self, job_id: int) -> JobPublic:
         return self.call(calls.get_job(job_id))
+
+    # Snapshots
+
+    def export_instance(self, name: str) -> SnapshotJob:
+        """Export an instance to a snapshot; 202: follow the job with get_job."""
+        return self.call(calls.export_instance(name))
+
+    def import_snapshot(self, name: str, data: ImportRequest) -> SnapshotJob:
+        """Import one of your snapshots into `name` (launched first if it does not exist)."""
+        return self.call(calls.import_snapshot(name, data))
+
+    def upload_snapshot(
+        self,
+        name: str,
+        archive: bytes,
+        cluster: str | None = None,
+        owner: str | None = None,
+    ) -> SnapshotJob:
+        """Upload an archive and import it into `name` (verified by the job before use)."""
+        return self.call(calls.upload_snapshot(name, archive, cluster, owner))
+
+    def move_instance(self, name: str, data: MoveRequest) -> SnapshotJob:
+        """Move an instance's database to another db server (administrators)."""
+        return self.call(calls.move_instance(name, data))
+
+    def list_snapshots(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[SnapshotPublic]:
+        return self.call(calls.list_snapshots(q=q, sort=sort, limit=limit, cursor=cursor))
+
+    def get_snapshot(self, snapshot_id: int) -> SnapshotPublic:
+        return self.call(calls.get_snapshot(snapshot_id))
+
+    def delete_snapshot(self, snapshot_id: int) -> None:
+        return self.call(calls.delete_snapshot(snapshot_id))
+
+    def snapshot_link(self, snapshot_id: int) -> SnapshotLink:
+        """A signed download link (it works for the snapshot's owner only)."""
+        return self.call(calls.snapshot_link(snapshot_id))
+
+    def download_snapshot(self, snapshot_id: int, expires: int, signature: str) -> bytes:
+        return self.call(calls.download_snapshot(snapshot_id, expires, signature))
 
     # The archive
 

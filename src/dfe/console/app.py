@@ -12,7 +12,8 @@ from sqlalchemy import text
 from dfe import __version__
 from dfe.auth.nonces import nonce_store
 from dfe.config import Settings, get_settings
-from dfe.console.api import accounts, admin, estate, instances, metrics, people, problems
+from dfe.console.api import accounts, admin, estate, instances, metrics, people, problems, snapshots
+from dfe.console.api.snapshots import UPLOAD_SUFFIX
 from dfe.console.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from dfe.db.migrate import current_revision, head_revision
 from dfe.db.session import Database, open_database
@@ -89,9 +90,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         instances.router,
         *admin.routers,
         metrics.router,
+        snapshots.router,
     ]:
         app.include_router(router, prefix=API_PREFIX, responses=problems.RESPONSES)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        uploads=(UPLOAD_SUFFIX, settings.snapshot_max_upload_bytes),
+    )
     app.add_middleware(RequestContextMiddleware)
     process_metrics = RequestMetrics("console")
     process_metrics.gauges.append(console_gauges(database))

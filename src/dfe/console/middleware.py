@@ -58,13 +58,21 @@ class RequestContextMiddleware:
 class BodyLimitMiddleware:
     """Refuses request bodies over `max_bytes` with 413, by header or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, uploads: tuple[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # (path suffix, limit): routes that take files (snapshot archives) allow more.
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.uploads is not None and scope["path"].endswith(self.uploads[0]):
+            limited = BodyLimitMiddleware(self.app, self.uploads[1])
+            await limited(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

@@ -13,7 +13,7 @@ from dfe import __version__
 from dfe.client import AsyncConsoleClient
 from dfe.client._base import read_key_file
 from dfe.config import Settings, get_settings
-from dfe.dashboard import accounts, branding, errors, instances, passwords, usage
+from dfe.dashboard import accounts, branding, errors, instances, passwords, snapshots, usage
 from dfe.dashboard.security import SecurityHeaders, SessionCookies, check_csrf, session_secret
 from dfe.dashboard.web import make_templates
 from dfe.metrics.prometheus import MetricsMiddleware, RequestMetrics
@@ -76,6 +76,7 @@ def create_app(
     app.include_router(branding.router)
     app.include_router(usage.router)
     passwords.redact_access_log()
+    app.include_router(snapshots.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
         SessionCookies,

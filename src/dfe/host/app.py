@@ -41,6 +41,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 CONSOLE_TIMEOUT = 5.0
 PROVISIONING_RETRY_AFTER = "5"
 MAINTENANCE_RETRY_AFTER = "60"
+READ_ONLY_RETRY_AFTER = "5"  # a move: writes wait while the database is copied
 
 
 def instance_name(host: str, subdomains: tuple[str, ...]) -> str | None:
@@ -228,6 +229,14 @@ class WebTier:
         refusal = _refusal(config, accept)
         if refusal is not None:
             return refusal
+        if config.read_only and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            return problem_response(
+                503,
+                "read_only",
+                f"The instance {name} is being moved and takes no writes. Try again shortly.",
+                {"Retry-After": READ_ONLY_RETRY_AFTER},
+                accept=accept,
+            )
         return self.context(config)
 
     def context(self, config: InstanceConfig) -> InstanceContext:

@@ -52,7 +52,8 @@ def registered() -> dict[str, DailyTask]:
 
 def load_tasks() -> None:
     """Import the modules that register daily tasks."""
-    import dfe.metrics.tasks  # noqa: F401
+    import dfe.metrics.tasks
+    import dfe.snapshots.tasks  # noqa: F401
 
 
 def claim(database: Database, name: str, day: date) -> bool:

@@ -28,6 +28,7 @@ from dfe.models.operations import (
     Metric,
     SeenNonce,
 )
+from dfe.models.snapshots import Snapshot
 
 __all__ = [
     "ARCHIVED_TABLES",
@@ -60,6 +61,7 @@ __all__ = [
     "ServerType",
     "ServiceRole",
     "ServiceUser",
+    "Snapshot",
     "User",
     "archive_table",
 ]

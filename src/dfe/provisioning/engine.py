@@ -36,7 +36,7 @@ from dfe.provisioning.placement import place
 from dfe.provisioning.storage import LocalStorage, owner_hash
 from dfe.services import audit, instance_limits, jobs, keys, notifications
 from dfe.services.base import flush_or_conflict
-from dfe.services.errors import Conflict, InvalidInput
+from dfe.services.errors import Conflict, DfeError, InvalidInput
 from dfe.services.instances import create_instance_record, get_instance, new_api_key
 from dfe.services.names import instance_name_problem
 
@@ -137,10 +137,15 @@ class JobRunner:
                 self._provision(job_id)
             elif kind is JobKind.DEPROVISION:
                 self._deprovision(job_id)
+            elif kind in (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE):
+                from dfe.snapshots import jobs as snapshot_jobs  # needs the services
+
+                snapshot_jobs.run(self, kind, job_id)
             else:
                 raise ProvisioningError(f"jobs of kind {kind.value} are not supported yet")
         except Exception as error:
-            message = str(error) if isinstance(error, ProvisioningError) else type(error).__name__
+            known = isinstance(error, ProvisioningError | DfeError)
+            message = str(error) if known else type(error).__name__
             log.warning("job failed", job_id=job_id, error=message)
             self._fail(job_id, kind, message)
             return JobStatus.FAILED
@@ -148,6 +153,10 @@ class JobRunner:
             notifications.job_finished(self.database, self.settings, job_id)  # never raises
         log.info("job succeeded", job_id=job_id)
         return JobStatus.SUCCEEDED
+
+    def step(self, job_id: int, step: str, progress: int) -> None:
+        """Record a job's step and progress (and renew its lease)."""
+        self._step(job_id, step, progress)
 
     def _step(self, job_id: int, step: str, progress: int) -> None:
         self.on_step(step)
@@ -215,10 +224,14 @@ class JobRunner:
                 self._undo_provisioning(job_id)
             except Exception as error:
                 undo_error = str(error) if isinstance(error, ProvisioningError) else repr(error)
+        elif kind is JobKind.MOVE:
+            from dfe.snapshots import jobs as snapshot_jobs
+
+            snapshot_jobs.undo(self, kind, job_id)
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
             job = jobs.get_job(session, job_id)
             instance = session.get(Instance, job.instance_id) if job.instance_id else None
-            if instance is not None:
+            if instance is not None and kind in (JobKind.PROVISION, JobKind.DEPROVISION):
                 instance.provision_state = (
                     ProvisionState.PROVISIONING_ERROR
                     if kind is JobKind.PROVISION

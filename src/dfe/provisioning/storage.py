@@ -187,6 +187,31 @@ class LocalStorage:
                 pass
         return paths
 
+    def snapshot_dir(self, owner_storage_key: str) -> Path:
+        """The owner's snapshot directory (<owner root>/.private/snapshots), made if missing."""
+        parts = (*self._owner_parts(owner_hash(owner_storage_key)), PRIVATE, *OWNER_PRIVATE_DIRS)
+        try:
+            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the mount root {self.root}: {exc.strerror}"
+            ) from None
+        with self._walk(parts, create=True):
+            pass
+        return self.root.joinpath(*parts)
+
+    def resolve(self, relative: str) -> Path:
+        """An absolute path for `relative` (as recorded in snapshot_t), refused if it would
+        leave the mount or pass through a link."""
+        parts = tuple(relative.split("/"))
+        if not relative or any(p in ("", ".", "..") for p in parts) or relative.startswith("/"):
+            raise StorageError(f"refusing storage path {relative[:120]!r}")
+        path = self.root.joinpath(*parts)
+        self._assert_inside(path)
+        if os.path.realpath(path) != str(path):
+            raise StorageError(f"refusing {path}: its path goes through a link")
+        return path
+
     def exists(self, owner_storage_key: str, instance_name: str) -> bool:
         """Whether the instance's root directory exists (a link in its place: StorageError)."""
         self.paths(owner_storage_key, instance_name)

@@ -265,6 +265,7 @@ def instance_config(
         api_key_sha256=api_key_digest(instance.api_key) if instance.api_key else None,
         app_keys=_app_keys(session, instance),
         limits=limits_for_instance(session, instance),
+        read_only=bool((instance.data or {}).get("read_only")),
         version="",
         changed_at=instance.updated_at,
     )

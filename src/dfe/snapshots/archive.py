@@ -1,0 +1,497 @@
+"""The snapshot archive: one uncompressed tar, written and read as a stream.
+
+    schema.json          the tables, engine-neutral (see format.py)
+    tables/0001.jsonl    each table's canonical rows, in primary-key order
+    files/<path>         the instance's files
+    manifest.json        format and version, instance, source engine, time, each
+                         table's rows and checksum, each file's size and SHA-256
+
+The manifest comes last because its checksums are known only once everything is
+written. Reading is the reverse and trusts nothing: every entry is checked (a
+regular file with a plain relative name in one of the places above; no links,
+no `..`, no absolute path) and copied to a fresh staging directory while it is
+hashed; only when the manifest's version, every row count and every checksum
+match does `apply_staged` change the instance. Without compression, the staged
+copy is never larger than the archive itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from dfe.provisioning.drivers.base import describe
+from dfe.snapshots import FORMAT_VERSION
+from dfe.snapshots.dump import (
+    TableSum,
+    checksum_database,
+    describe_database,
+    dump_table,
+    engine_kind,
+    load_table,
+    parse_line,
+    replace_schema,
+)
+from dfe.snapshots.errors import SnapshotError
+from dfe.snapshots.format import check_schema
+
+FORMAT_NAME = "dfe-snapshot"
+MANIFEST = "manifest.json"
+SCHEMA = "schema.json"
+SUFFIX = ".dfe.tar"
+CHUNK = 1 << 20
+MAX_DOCUMENT = 64 << 20  # manifest.json and schema.json are read whole: bounded
+_TABLE_MEMBER = re.compile(r"tables/[0-9]{4,6}\.jsonl")
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+Progress = Callable[[str, int], None]
+
+
+def _no_progress(_step: str, _percent: int) -> None:
+    return None
+
+
+class _HashingWriter:
+    """A write-only stream that hashes and counts what passes through it."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+
+class _HashingReader:
+    """A read-only stream that hashes what is read from it."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+@dataclass
+class WrittenSnapshot:
+    path: Path
+    size: int
+    sha256: str
+    manifest: dict[str, Any]
+
+
+def _info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = FILE_MODE
+    info.mtime = int(mtime)
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def _open_new(path: Path) -> IO[bytes]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
+def instance_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(archive path below files/, absolute path) of every regular file under `root`;
+    links are skipped, never followed."""
+    if not root.is_dir():
+        return
+    for directory, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(directory) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            yield path.relative_to(root).as_posix(), path
+
+
+def write_snapshot(
+    destination: Path,
+    *,
+    instance_name: str,
+    engine: Engine,
+    files_root: Path | None,
+    progress: Progress = _no_progress,
+) -> WrittenSnapshot:
+    """Write the archive of an instance to `destination` (a new file; a partial one is
+    removed on failure)."""
+    partial = destination.with_name(destination.name + ".part")
+    now = time.time()
+    try:
+        with _open_new(partial) as raw:
+            out = _HashingWriter(raw)
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                manifest = _write_members(
+                    tar, instance_name, engine, files_root, destination.parent, now, progress
+                )
+                document = json.dumps(manifest, indent=1, sort_keys=True).encode()
+                tar.addfile(_info(MANIFEST, len(document), now), _BytesReader(document))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(partial, destination)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return WrittenSnapshot(destination, out.size, out.digest.hexdigest(), manifest)
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self.data) if size < 0 else self.offset + size
+        chunk = bytes(self.data[self.offset : end])
+        self.offset += len(chunk)
+        return chunk
+
+
+def _write_members(
+    tar: tarfile.TarFile,
+    instance_name: str,
+    engine: Engine,
+    files_root: Path | None,
+    scratch_dir: Path,
+    now: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    tables_manifest: list[dict[str, Any]] = []
+    try:
+        with engine.connect() as connection:
+            if engine_kind(engine) in ("postgresql", "mysql"):
+                # One consistent picture of every table, whatever is written meanwhile.
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            tables = describe_database(connection)
+            schema = json.dumps(tables, sort_keys=True).encode()
+            tar.addfile(_info(SCHEMA, len(schema), now), _BytesReader(schema))
+            for index, description in enumerate(tables, start=1):
+                progress(f"table {description['name']}", 10 + 60 * index // (len(tables) + 1))
+                member = f"tables/{index:04d}.jsonl"
+                with tempfile.TemporaryFile(dir=scratch_dir) as scratch:
+                    summed = dump_table(connection, description, scratch)
+                    size = scratch.tell()
+                    scratch.seek(0)
+                    tar.addfile(_info(member, size, now), scratch)
+                tables_manifest.append(
+                    {
+                        "name": description["name"],
+                        "member": member,
+                        "rows": summed.rows,
+                        "sha256": summed.sha256,
+                    }
+                )
+    except SQLAlchemyError as error:
+        raise SnapshotError(f"cannot read the instance database: {describe(error)}") from None
+    progress("files", 75)
+    files_manifest = []
+    for relative, path in instance_files(files_root) if files_root else ():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # removed (or replaced by a link) since the walk
+        with os.fdopen(fd, "rb") as source:
+            stat = os.fstat(source.fileno())
+            reader = _HashingReader(source)
+            tar.addfile(_info(f"files/{relative}", stat.st_size, stat.st_mtime), reader)
+        files_manifest.append(
+            {"path": relative, "size": stat.st_size, "sha256": reader.digest.hexdigest()}
+        )
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "instance": instance_name,
+        "source_engine": engine_kind(engine),
+        "created_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        "schema_sha256": hashlib.sha256(schema).hexdigest(),
+        "tables": tables_manifest,
+        "files": files_manifest,
+    }
+
+
+# Reading
+
+
+@dataclass
+class StagedSnapshot:
+    """An archive verified and copied to `directory`; nothing has been applied yet."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    tables: list[dict[str, Any]]
+    _sums: dict[str, TableSum] = field(default_factory=dict)
+
+    def table_lines(self, member: str) -> Iterator[bytes]:
+        with open(self.directory / member, "rb") as source:
+            yield from source
+
+    @property
+    def files_directory(self) -> Path:
+        return self.directory / "files"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _member_name(member: tarfile.TarInfo) -> str | None:
+    """The entry's name if it is one a snapshot may hold; None for a directory entry;
+    SnapshotError for anything else."""
+    name = member.name
+    shown = name[:120]
+    if member.issym() or member.islnk():
+        raise SnapshotError(f"the archive holds a link ({shown!r}): refused")
+    if not (member.isreg() or member.isdir()):
+        raise SnapshotError(f"the archive holds a special file ({shown!r}): refused")
+    if name.startswith("/") or "\\" in name or "\0" in name or re.match(r"^[A-Za-z]:", name):
+        raise SnapshotError(f"the archive holds an absolute path ({shown!r}): refused")
+    parts = name.rstrip("/").split("/") if member.isdir() else name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise SnapshotError(f"the archive holds a path that leaves its folder ({shown!r}): refused")
+    if member.isdir():
+        if parts[0] not in ("tables", "files"):
+            raise SnapshotError(f"the archive holds an unexpected entry ({shown!r}): refused")
+        return None
+    if name in (MANIFEST, SCHEMA) or _TABLE_MEMBER.fullmatch(name):
+        return name
+    if parts[0] == "files" and len(parts) > 1:
+        return name
+    raise SnapshotError(f"the archive holds an unexpected entry ({shown!r}): refused")
+
+
+def stage_snapshot(source: IO[bytes], staging: Path) -> StagedSnapshot:
+    """Read an archive into `staging` (a directory that must not exist) and verify it
+    against its manifest. Raises SnapshotError, and leaves nothing behind, unless every
+    check passes."""
+    staging.mkdir(mode=DIR_MODE)
+    try:
+        return _stage(source, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
+    seen: dict[str, dict[str, Any]] = {}
+    documents: dict[str, bytes] = {}
+    schema: list[dict[str, Any]] | None = None
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for member in tar:
+                name = _member_name(member)
+                if name is None:
+                    continue
+                if name in seen or name in documents:
+                    raise SnapshotError(f"the archive holds {name[:120]!r} twice: refused")
+                if member.size > (MAX_DOCUMENT if name in (MANIFEST, SCHEMA) else 1 << 62):
+                    raise SnapshotError(f"{name} is too large")
+                data = tar.extractfile(member)
+                if data is None:
+                    raise SnapshotError(f"cannot read {name[:120]!r} from the archive")
+                if name in (MANIFEST, SCHEMA):
+                    documents[name] = data.read()
+                    if name == SCHEMA:
+                        schema = check_schema(_json(documents[name], SCHEMA))
+                    continue
+                if name.startswith("tables/"):
+                    if schema is None:
+                        raise SnapshotError("the archive's tables come before its schema: refused")
+                    seen[name] = _stage_table(data, staging / name, schema, name)
+                else:
+                    seen[name] = _stage_file(data, staging / name)
+    except tarfile.TarError as error:
+        raise SnapshotError(
+            f"not a readable snapshot archive (truncated or corrupt: {error})"
+        ) from None
+    except EOFError:
+        raise SnapshotError("the archive is truncated") from None
+    return _verify(staging, documents, schema, seen)
+
+
+def _json(data: bytes, name: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise SnapshotError(f"{name} is not valid JSON") from None
+
+
+def _write_staged(path: Path) -> IO[bytes]:
+    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    return _open_new(path)
+
+
+def _stage_table(
+    data: IO[bytes], path: Path, schema: list[dict[str, Any]], name: str
+) -> dict[str, Any]:
+    index = int(name.removeprefix("tables/").removesuffix(".jsonl"))
+    if not 1 <= index <= len(schema):
+        raise SnapshotError(f"{name}: no such table in the schema")
+    width = len(schema[index - 1]["columns"])
+    digest = hashlib.sha256()
+    rows = 0
+    with _write_staged(path) as out:
+        for line in data:
+            if not line.endswith(b"\n"):
+                raise SnapshotError(f"{name}: the last row is cut short")
+            parse_line(line, width, f"table {schema[index - 1]['name']!r}")
+            digest.update(line)
+            out.write(line)
+            rows += 1
+    return {"rows": rows, "sha256": digest.hexdigest()}
+
+
+def _stage_file(data: IO[bytes], path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    with _write_staged(path) as out:
+        while chunk := data.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _verify(
+    staging: Path,
+    documents: dict[str, bytes],
+    schema: list[dict[str, Any]] | None,
+    seen: dict[str, dict[str, Any]],
+) -> StagedSnapshot:
+    if MANIFEST not in documents:
+        raise SnapshotError("the archive has no manifest.json: not a snapshot, or cut short")
+    manifest = _json(documents[MANIFEST], MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise SnapshotError("manifest.json does not describe a DFE snapshot")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise SnapshotError(
+            f"snapshot format version {str(version)[:20]!r} is not supported"
+            f" (this version reads {FORMAT_VERSION})"
+        )
+    if schema is None or SCHEMA not in documents:
+        raise SnapshotError("the archive has no schema.json")
+    if hashlib.sha256(documents[SCHEMA]).hexdigest() != manifest.get("schema_sha256"):
+        raise SnapshotError("schema.json does not match the manifest's checksum")
+    tables = manifest.get("tables")
+    files = manifest.get("files")
+    if not isinstance(tables, list) or not isinstance(files, list):
+        raise SnapshotError("manifest.json lists no tables or files")
+    if [t.get("name") if isinstance(t, dict) else None for t in tables] != [
+        t["name"] for t in schema
+    ]:
+        raise SnapshotError("the manifest's tables are not the schema's")
+    expected: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(tables, start=1):
+        member = f"tables/{index:04d}.jsonl"
+        if entry.get("member") != member:
+            raise SnapshotError(f"the manifest names an unexpected member for {entry['name']!r}")
+        expected[member] = {"rows": entry.get("rows"), "sha256": entry.get("sha256")}
+    for entry in files:
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str):
+            raise SnapshotError("the manifest lists a file without a path")
+        expected[f"files/{path}"] = {"size": entry.get("size"), "sha256": entry.get("sha256")}
+    for member in sorted(set(expected) | set(seen)):
+        if member not in seen:
+            raise SnapshotError(f"{member[:120]} is missing from the archive")
+        if member not in expected:
+            raise SnapshotError(f"{member[:120]} is in the archive but not in its manifest")
+        if seen[member] != expected[member]:
+            what = "row count or checksum" if member.startswith("tables/") else "size or checksum"
+            raise SnapshotError(f"{member[:120]}: its {what} does not match the manifest")
+    return StagedSnapshot(staging, manifest, schema)
+
+
+# Applying
+
+
+def apply_staged(
+    staged: StagedSnapshot,
+    engine: Engine,
+    files_root: Path | None,
+    progress: Progress = _no_progress,
+) -> None:
+    """Replace the instance's tables and files with the staged snapshot's, then check the
+    loaded tables against the manifest."""
+    tables = staged.tables
+    try:
+        with engine.begin() as connection:
+            progress("schema", 30)
+            built = replace_schema(connection, tables)
+            for index, (description, entry) in enumerate(
+                zip(tables, staged.manifest["tables"], strict=True), start=1
+            ):
+                progress(f"table {description['name']}", 30 + 50 * index // (len(tables) + 1))
+                load_table(
+                    connection,
+                    built[description["name"]],
+                    description,
+                    staged.table_lines(entry["member"]),
+                )
+    except SQLAlchemyError as error:
+        raise SnapshotError(f"cannot load the snapshot's rows: {describe(error)}") from None
+    progress("verify", 85)
+    verify_tables(engine, tables, staged.manifest["tables"])
+    if files_root is not None:
+        progress("files", 90)
+        replace_files(files_root, staged.files_directory)
+
+
+def verify_tables(
+    engine: Engine, tables: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> None:
+    """Read the tables back: their counts and checksums must be the manifest's."""
+    _, sums = checksum_database(engine, tables)
+    for entry in expected:
+        found = sums.get(entry["name"])
+        if found is None or (found.rows, found.sha256) != (entry["rows"], entry["sha256"]):
+            raise SnapshotError(
+                f"table {entry['name']!r} does not read back as the snapshot holds it"
+                f" ({found.rows if found else 0} rows, expected {entry['rows']})"
+            )
+
+
+def replace_files(root: Path, staged_files: Path) -> None:
+    """Empty the instance's directory (links are removed, never followed), then move the
+    staged files in."""
+    root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    if not staged_files.is_dir():
+        return
+    with os.scandir(staged_files) as entries:
+        for entry in entries:
+            shutil.move(entry.path, root / entry.name)
+
+
+def manifest_sums(manifest: dict[str, Any]) -> dict[str, TableSum]:
+    return {t["name"]: TableSum(t["rows"], t["sha256"]) for t in manifest["tables"]}

@@ -1,0 +1,365 @@
+"""Reading an instance database into the portable form, and loading it back, on any engine.
+
+Rows are read with a server-side cursor in batches (`yield_per`) and written as
+they come, so memory stays flat whatever the size. Loading uses COPY on
+PostgreSQL and batched multi-row INSERTs elsewhere, in one transaction where
+the engine allows DDL in one (SQLite, PostgreSQL; MySQL commits each DDL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, cast
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    UniqueConstraint,
+    column,
+    create_engine,
+    func,
+    insert,
+    inspect,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from dfe.provisioning.drivers.base import describe
+from dfe.snapshots.errors import SnapshotError
+from dfe.snapshots.format import (
+    NAME,
+    from_canonical,
+    portable_type,
+    row_encoder,
+    sql_type,
+)
+
+BATCH_ROWS = 2000
+CONNECT_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class TableSum:
+    """A table's row count and checksum (SHA-256 of its canonical lines)."""
+
+    rows: int
+    sha256: str
+
+
+def open_engine(database_url: str) -> Engine:
+    """An engine on an instance database (no pool: a job opens it once or twice)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return create_engine(url, poolclass=NullPool, hide_parameters=True)
+    return create_engine(
+        url,
+        poolclass=NullPool,
+        hide_parameters=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+    )
+
+
+def engine_kind(engine: Engine) -> str:
+    name = engine.dialect.name
+    return "mysql" if name in ("mysql", "mariadb") else name
+
+
+# Schema
+
+
+def describe_database(connection: Connection) -> list[dict[str, Any]]:
+    """Every table as an engine-neutral description, parents before the tables that refer
+    to them."""
+    inspector = inspect(connection)
+    names = sorted(n for n in inspector.get_table_names() if not n.startswith("sqlite_"))
+    tables: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if not NAME.fullmatch(name):
+            raise SnapshotError(f"table {name[:80]!r}: its name cannot be carried by a snapshot")
+        key = [c for c in inspector.get_pk_constraint(name)["constrained_columns"] if c]
+        columns = []
+        for reflected in inspector.get_columns(name):
+            where = f"table {name!r}, column {reflected['name']!r}"
+            if not NAME.fullmatch(reflected["name"]):
+                raise SnapshotError(f"{where}: its name cannot be carried by a snapshot")
+            description = {
+                "name": reflected["name"],
+                **portable_type(reflected["type"], where),
+                "nullable": bool(reflected["nullable"]),
+            }
+            columns.append(description)
+        integer_key = len(key) == 1 and next(
+            c["type"] == "integer" for c in columns if c["name"] == key[0]
+        )
+        indexes = inspector.get_indexes(name)
+        uniques: list[list[str]] = []
+        for group in [u["column_names"] for u in inspector.get_unique_constraints(name)] + [
+            i["column_names"] for i in indexes if i["unique"]
+        ]:
+            cols = [c for c in group if c]
+            if len(cols) == len(group) and cols not in uniques and cols != key:
+                uniques.append(cols)
+        plain: list[list[str]] = []
+        for index in indexes:
+            cols = [c for c in index["column_names"] if c]
+            if (
+                not index["unique"]
+                and len(cols) == len(index["column_names"])
+                and cols
+                and cols not in plain
+            ):
+                plain.append(cols)
+        foreign = [
+            {
+                "columns": fk["constrained_columns"],
+                "table": fk["referred_table"],
+                "ref_columns": fk["referred_columns"],
+            }
+            for fk in inspector.get_foreign_keys(name)
+            if fk["referred_table"] in names
+        ]
+        tables[name] = {
+            "name": name,
+            "columns": columns,
+            "primary_key": key,
+            "autoincrement": bool(integer_key),
+            "unique": uniques,
+            "indexes": [{"columns": cols} for cols in plain],
+            "foreign_keys": foreign,
+        }
+    return _parents_first(tables)
+
+
+def _parents_first(tables: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    ordered: list[dict[str, Any]] = []
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in done or name in path:
+            return  # a cycle: loaded in name order (constraints are created with the table)
+        for fk in tables[name]["foreign_keys"]:
+            if fk["table"] != name:
+                visit(fk["table"], (*path, name))
+        done.add(name)
+        ordered.append(tables[name])
+
+    for name in sorted(tables):
+        visit(name, ())
+    return ordered
+
+
+def _short(kind: str, *parts: str) -> str:
+    return f"{kind}_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def build_table(description: dict[str, Any], metadata: MetaData) -> Table:
+    """The SQLAlchemy table a description stands for (constraint names derived from it)."""
+    name = description["name"]
+    key = description.get("primary_key") or []
+    autoincrement = bool(description.get("autoincrement")) and len(key) == 1
+    columns: list[Any] = [
+        Column(
+            c["name"],
+            sql_type(c, integer_key=autoincrement and c["name"] == key[0]),
+            nullable=c["nullable"] and c["name"] not in key,
+            autoincrement=autoincrement and c["name"] == key[0],
+        )
+        for c in description["columns"]
+    ]
+    if key:
+        columns.append(PrimaryKeyConstraint(*key))
+    for cols in description.get("unique", []):
+        columns.append(UniqueConstraint(*cols, name=_short("uq", name, *cols)))
+    for fk in description.get("foreign_keys", []):
+        columns.append(
+            ForeignKeyConstraint(
+                fk["columns"],
+                [f"{fk['table']}.{c}" for c in fk["ref_columns"]],
+                name=_short("fk", name, *fk["columns"]),
+            )
+        )
+    created = Table(name, metadata, *columns)
+    for index in description.get("indexes", []):
+        Index(_short("ix", name, *index["columns"]), *[created.c[c] for c in index["columns"]])
+    return created
+
+
+# Rows out
+
+
+def _reader(description: dict[str, Any]) -> Any:
+    """A typeless select of the table in key order: values come as the driver gives them
+    (no per-value processing), and the converters make them canonical."""
+    names = [c["name"] for c in description["columns"]]
+    source = table(description["name"], *[column(n) for n in names])
+    order = description.get("primary_key") or names
+    return select(*[source.c[n] for n in names]).order_by(*[source.c[n] for n in order])
+
+
+def dump_rows(connection: Connection, description: dict[str, Any]) -> Iterator[bytes]:
+    """The table's canonical lines, in primary-key order, read in batches."""
+    encode = row_encoder(description["columns"], engine_kind(connection.engine))
+    result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(
+        _reader(description)
+    )
+    for partition in result.partitions():
+        yield from map(encode, partition)
+
+
+def dump_table(connection: Connection, description: dict[str, Any], out: IO[bytes]) -> TableSum:
+    digest = hashlib.sha256()
+    rows = 0
+    buffer: list[bytes] = []
+    for line in dump_rows(connection, description):
+        buffer.append(line)
+        rows += 1
+        if len(buffer) >= BATCH_ROWS:
+            chunk = b"".join(buffer)
+            digest.update(chunk)
+            out.write(chunk)
+            buffer.clear()
+    chunk = b"".join(buffer)
+    digest.update(chunk)
+    out.write(chunk)
+    return TableSum(rows, digest.hexdigest())
+
+
+def checksum_database(
+    engine: Engine, tables: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, TableSum]]:
+    """The schema and each table's count and checksum, as an export would record them."""
+    sums: dict[str, TableSum] = {}
+    try:
+        with engine.connect() as connection:
+            described = tables if tables is not None else describe_database(connection)
+            for description in described:
+                digest = hashlib.sha256()
+                rows = 0
+                for line in dump_rows(connection, description):
+                    digest.update(line)
+                    rows += 1
+                sums[description["name"]] = TableSum(rows, digest.hexdigest())
+    except SQLAlchemyError as error:
+        raise SnapshotError(f"cannot read the instance database: {describe(error)}") from None
+    return described, sums
+
+
+# Rows in
+
+
+_DECODE = json.JSONDecoder().decode
+
+
+def parse_line(line: bytes, width: int, where: str) -> list[Any]:
+    try:
+        values = _DECODE(line.decode())
+    except ValueError:
+        raise SnapshotError(f"{where}: a row is not valid JSON") from None
+    if not isinstance(values, list) or len(values) != width:
+        raise SnapshotError(f"{where}: a row does not have {width} values")
+    return values
+
+
+# Where the server checks these types itself (a string for an integer is refused), JSON's
+# values go as they are; SQLite stores anything anywhere, so there every value is checked.
+_SERVER_CHECKED = frozenset({"integer", "string", "text", "boolean"})
+
+
+def _batches(
+    lines: Iterable[bytes], description: dict[str, Any], where: str, engine: str
+) -> Iterator[list[list[Any]]]:
+    columns = description["columns"]
+    converters = [
+        (index, from_canonical(column))
+        for index, column in enumerate(columns)
+        if engine == "sqlite" or column["type"] not in _SERVER_CHECKED
+    ]
+    width = len(columns)
+    batch: list[list[Any]] = []
+    for line in lines:
+        values = parse_line(line, width, where)
+        try:
+            for index, convert in converters:
+                values[index] = convert(values[index])
+            batch.append(values)
+        except (ValueError, TypeError):
+            raise SnapshotError(f"{where}: a value does not fit its column's type") from None
+        if len(batch) >= BATCH_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def replace_schema(connection: Connection, tables: list[dict[str, Any]]) -> dict[str, Table]:
+    """Drop every table of the database and create the snapshot's."""
+    existing = MetaData()
+    existing.reflect(connection)
+    for name in [n for n in existing.tables if n.startswith("sqlite_")]:
+        existing.remove(existing.tables[name])
+    existing.drop_all(connection)
+    metadata = MetaData()
+    built = {description["name"]: build_table(description, metadata) for description in tables}
+    metadata.create_all(connection)
+    return built
+
+
+def load_table(
+    connection: Connection, target: Table, description: dict[str, Any], lines: Iterable[bytes]
+) -> None:
+    where = f"table {description['name']!r}"
+    names = [c["name"] for c in description["columns"]]
+    batches = _batches(lines, description, where, engine_kind(connection.engine))
+    if connection.dialect.name == "postgresql":
+        _copy_rows(connection, target, names, batches)
+    else:
+        statement = insert(target)
+        for batch in batches:
+            connection.execute(statement, [dict(zip(names, row, strict=True)) for row in batch])
+    if description.get("autoincrement") and connection.dialect.name == "postgresql":
+        _advance_sequence(connection, target, description["primary_key"][0])
+
+
+def _copy_rows(
+    connection: Connection, target: Table, names: list[str], batches: Iterator[list[list[Any]]]
+) -> None:
+    """COPY FROM STDIN: what pg_restore uses, many times faster than INSERTs."""
+    import psycopg
+    from psycopg import sql
+
+    raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(target.name), sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    )
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for batch in batches:
+            for row in batch:
+                copy.write_row(row)
+
+
+def _advance_sequence(connection: Connection, target: Table, key: str) -> None:
+    """Rows came with their ids: the next id the database assigns must follow the largest."""
+    quoted = connection.dialect.identifier_preparer.quote(target.name)
+    sequence = connection.execute(
+        text("SELECT pg_get_serial_sequence(:table, :column)"),
+        {"table": quoted, "column": key},
+    ).scalar()
+    if sequence:
+        largest = connection.execute(select(func.max(target.c[key]))).scalar()
+        connection.execute(
+            text("SELECT setval(:sequence, :value, :called)"),
+            {"sequence": sequence, "value": largest or 1, "called": largest is not None},
+        )

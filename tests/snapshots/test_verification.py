@@ -1,0 +1,242 @@
+"""Archives that must be refused before anything is touched: tampered, truncated, foreign,
+or with entries that would leave the staging directory."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
+
+from dfe.snapshots import SnapshotError
+from dfe.snapshots.archive import stage_snapshot, write_snapshot
+from dfe.snapshots.dump import checksum_database
+from dfe.snapshots.format import encode_row, from_canonical, to_canonical
+
+Members = list[tuple[tarfile.TarInfo, bytes]]
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    engine = create_engine(f"sqlite:///{tmp_path / 'source.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, name VARCHAR(20))"))
+        connection.execute(text("INSERT INTO t VALUES (1, 'one'), (2, 'two')"))
+    files = tmp_path / "files"
+    (files / "sub").mkdir(parents=True)
+    (files / "sub" / "a.txt").write_text("hello")
+    written = write_snapshot(
+        tmp_path / "good.dfe.tar", instance_name="demo", engine=engine, files_root=files
+    )
+    engine.dispose()
+    return written.path
+
+
+def members(path: Path) -> Members:
+    with tarfile.open(path) as tar:
+        return [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar.getmembers()]
+
+
+def rewrite(path: Path, target: Path, change: Callable[[Members], Members]) -> Path:
+    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in change(members(path)):
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return target
+
+
+def replace(name: str, edit: Callable[[bytes], bytes]) -> Callable[[Members], Members]:
+    return lambda found: [(i, edit(d) if i.name == name else d) for i, d in found]
+
+
+def add(info: tarfile.TarInfo, data: bytes = b"x") -> Callable[[Members], Members]:
+    return lambda found: [(info, data), *found]
+
+
+def link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info
+
+
+def manifest_edit(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
+    def change(data: bytes) -> bytes:
+        document = json.loads(data)
+        edit(document)
+        return json.dumps(document).encode()
+
+    return change
+
+
+def staged_or_error(path: Path, staging: Path) -> str:
+    with open(path, "rb") as source, pytest.raises(SnapshotError) as refused:
+        stage_snapshot(source, staging)
+    assert not staging.exists()  # nothing left behind
+    return str(refused.value)
+
+
+def test_a_good_archive_is_staged(archive, tmp_path):
+    with open(archive, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")
+    assert staged.manifest["instance"] == "demo"
+    assert (staged.files_directory / "sub" / "a.txt").read_text() == "hello"
+
+
+CASES = {
+    "changed row": (
+        replace("tables/0001.jsonl", lambda d: d.replace(b'"two"', b'"TWO"')),
+        "row count or checksum does not match",
+    ),
+    "removed row": (
+        replace("tables/0001.jsonl", lambda d: d.split(b"\n", 1)[1]),
+        "row count or checksum does not match",
+    ),
+    "changed file": (
+        replace("files/sub/a.txt", lambda d: b"HELLO"),
+        "size or checksum does not match",
+    ),
+    "wrong format version": (
+        replace("manifest.json", manifest_edit(lambda m: m.update(format_version=99))),
+        "format version '99' is not supported",
+    ),
+    "foreign manifest": (
+        replace("manifest.json", lambda d: b'{"hello": "world"}'),
+        "does not describe a DFE snapshot",
+    ),
+    "changed schema": (
+        replace("schema.json", lambda d: d.replace(b'"length": 20', b'"length": 21')),
+        "schema.json does not match",
+    ),
+    "malformed row with a matching manifest": (
+        lambda found: replace(
+            "manifest.json",
+            manifest_edit(
+                lambda m: m["tables"][0].update(
+                    sha256=__import__("hashlib").sha256(b"[1]\n").hexdigest(), rows=1
+                )
+            ),
+        )(replace("tables/0001.jsonl", lambda d: b"[1]\n")(found)),
+        "a row does not have 2 values",
+    ),
+    "parent traversal": (add(tarfile.TarInfo("../../etc/passwd")), "leaves its folder"),
+    "traversal inside files": (
+        add(tarfile.TarInfo("files/../../../etc/passwd")),
+        "leaves its folder",
+    ),
+    "absolute path": (add(tarfile.TarInfo("/etc/passwd")), "absolute path"),
+    "symbolic link": (add(link("files/passwd", "/etc/passwd")), "holds a link"),
+    "hard link": (add(link("files/passwd", "/etc/passwd", tarfile.LNKTYPE)), "holds a link"),
+    "unexpected entry": (add(tarfile.TarInfo("evil.sh")), "unexpected entry"),
+    "extra file": (add(tarfile.TarInfo("files/extra.txt")), "not in its manifest"),
+    "missing manifest": (
+        lambda found: [(i, d) for i, d in found if i.name != "manifest.json"],
+        "no manifest.json",
+    ),
+    "duplicate entry": (
+        lambda found: [*found, *[(i, d) for i, d in found if i.name == "files/sub/a.txt"]],
+        "twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_tampered_archives_are_refused(archive, tmp_path, case):
+    change, message = CASES[case]
+    bad = rewrite(archive, tmp_path / "bad.tar", change)
+    assert message in staged_or_error(bad, tmp_path / "stage")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_truncated_archives_are_refused(archive, tmp_path, keep):
+    with tarfile.open(archive) as tar:
+        tar.getmembers()
+        content = tar.offset  # where the members end (zero padding follows)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(archive.read_bytes()[: int(content * keep)])
+    message = staged_or_error(cut, tmp_path / "stage")
+    assert "truncated" in message or "no manifest.json" in message
+
+
+def test_not_an_archive_is_refused(tmp_path):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(os.urandom(5000))
+    assert "not a readable snapshot archive" in staged_or_error(junk, tmp_path / "stage")
+
+
+def test_a_refused_archive_changes_nothing(archive, tmp_path):
+    """The target's tables and files stay as they were when verification fails."""
+    target = create_engine(f"sqlite:///{tmp_path / 'target.db'}")
+    with target.begin() as connection:
+        connection.execute(text("CREATE TABLE keep (id INTEGER PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO keep VALUES (7)"))
+    files = tmp_path / "target-files"
+    files.mkdir()
+    (files / "mine.txt").write_text("mine")
+    before = checksum_database(target)[1]
+    bad = rewrite(archive, tmp_path / "bad.tar", replace("files/sub/a.txt", lambda d: b"x"))
+    with open(bad, "rb") as source, pytest.raises(SnapshotError):
+        stage_snapshot(source, tmp_path / "stage")
+    assert checksum_database(target)[1] == before
+    assert sorted(os.listdir(files)) == ["mine.txt"]
+    target.dispose()
+
+
+# Canonical values: what is written reads back as the same value, and writes the same line.
+
+VALUES = {
+    "integer": st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    "number": st.floats(allow_nan=True, allow_infinity=True),
+    "decimal": st.decimals(allow_nan=False, allow_infinity=False, places=4, max_value=10**20),
+    "boolean": st.booleans(),
+    "datetime": st.datetimes(timezones=st.none() | st.just(UTC)),
+    "date": st.dates(),
+    "time": st.times(),
+    "string": st.text(max_size=40),
+    "text": st.text(),
+    "binary": st.binary(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VALUES))
+def test_canonical_values_round_trip(kind):
+    column = {"type": kind, "scale": 4} if kind == "decimal" else {"type": kind}
+    out, back = to_canonical(column), from_canonical(column)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.none() | VALUES[kind])
+    def check(value: object) -> None:
+        canonical = out(value)
+        line = encode_row([canonical])
+        assert out(back(json.loads(line)[0])) == canonical
+        if value is None:
+            assert canonical is None
+        elif kind == "datetime":
+            assert isinstance(value, datetime)
+            naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+            assert back(canonical) == naive
+        elif kind in ("date", "time", "binary", "string", "text", "integer", "boolean"):
+            assert back(canonical) == value
+        elif kind == "decimal":
+            assert isinstance(value, Decimal) and back(canonical) == value
+
+    check()
+
+
+def test_canonical_forms_are_fixed():
+    assert to_canonical({"type": "datetime"})("2024-01-02 03:04:05") == "2024-01-02T03:04:05.000000"
+    assert to_canonical({"type": "time"})(time(1, 2)) == "01:02:00.000000"
+    assert to_canonical({"type": "date"})(datetime(2024, 1, 2, 3)) == "2024-01-02"
+    assert to_canonical({"type": "date"})(date(2024, 1, 2)) == "2024-01-02"
+    assert to_canonical({"type": "decimal", "scale": 2})(Decimal("1.5")) == "1.50"
+    assert to_canonical({"type": "boolean"})(1) is True
+    assert to_canonical({"type": "number"})(float("nan")) == "NaN"
