@@ -56,7 +56,14 @@ def chart(days: list[DayCount]) -> dict[str, Any]:
                 )
             )
         if index % 5 == 0 or index == len(days) - 1:
-            labels.append({"x": round(x, 1), "text": day.day.strftime("%m-%d")})
+            last = index == len(days) - 1
+            labels.append(
+                {
+                    "x": round(x + slot if last else x, 1),
+                    "text": day.day.strftime("%m-%d"),
+                    "anchor": "end" if last else "start",
+                }
+            )
     return {
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
