@@ -340,3 +340,50 @@ def test_bad_input_is_a_page_not_a_500(console):
         answer = client.get(PREFIX + url)
         assert answer.status_code in (200, 400, 404, 422), url
         assert "<html" in answer.text, url
+
+
+def test_a_key_secret_is_shown_once(console):
+    client = client_for(console)
+    token = log_in(client, ADMIN)
+    made = client.post(
+        f"{PREFIX}/keys",
+        data={"csrf_token": token, "owner_type": "user", "owner": "ann@example.com", "label": "ci"},
+    )
+    assert made.status_code == 200
+    client_id = re.search(r'data-role="client-id">([^<]+)<', made.text).group(1)
+    secret = re.search(r'data-role="client-secret">([^<]+)<', made.text).group(1)
+    listing = client.get(f"{PREFIX}/keys?q={client_id}")
+    assert client_id in listing.text and secret not in listing.text
+    rotated = client.post(f"{PREFIX}/keys/{client_id}/rotate", data={"csrf_token": token})
+    successor = re.search(r'data-role="client-secret">([^<]+)<', rotated.text).group(1)
+    assert successor != secret
+    wrong_owner = client.post(
+        f"{PREFIX}/keys",
+        data={"csrf_token": token, "owner_type": "user", "owner": "nobody@example.com"},
+    )
+    assert wrong_owner.status_code == 404 and 'value="nobody@example.com"' in wrong_owner.text
+    revoked = client.post(
+        f"{PREFIX}/keys/{client_id}/revoke", data={"csrf_token": token, "confirm": client_id}
+    )
+    assert revoked.status_code == 303
+    assert f'data-name="{client_id}"' not in client.get(f"{PREFIX}/keys?q={client_id}").text
+
+
+def test_provisioning_from_the_ui_and_a_failed_job_retried(console):
+    client = client_for(console)
+    token = log_in(client, ADMIN)
+    form = {"csrf_token": token, "owner": "ann@example.com", "name": "Bad Name!", "cluster": "east"}
+    refused = client.post(f"{PREFIX}/instances/new", data=form)
+    assert refused.status_code == 422 and 'value="Bad Name!"' in refused.text
+    launched = client.post(f"{PREFIX}/instances/new", data={**form, "name": "beta"})
+    assert launched.status_code == 303
+    job_url = launched.headers["location"]
+    # The tests run jobs inline: this one fails for real, as the db server names no driver.
+    failed = client.get(job_url)
+    assert 'data-status="failed"' in failed.text and "every 1s" not in failed.text
+    assert "unknown database driver" in failed.text
+    overview = client.get(f"{PREFIX}/")
+    assert "unknown database driver" in overview.text  # it needs attention
+    retried = client.post(f"{job_url}/retry", data={"csrf_token": token})
+    assert retried.status_code == 303 and retried.headers["location"] != job_url
+    assert "retried as job" in client.get(retried.headers["location"]).text

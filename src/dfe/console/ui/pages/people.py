@@ -28,7 +28,7 @@ from dfe.console.ui.web import (
 )
 from dfe.enums import ServiceRole
 from dfe.models import AppKey, Instance, ServiceUser, User
-from dfe.schemas import ServiceUserCreate, ServiceUserUpdate, UserUpdate
+from dfe.schemas import MIN_PASSWORD_LENGTH, ServiceUserCreate, ServiceUserUpdate, UserUpdate
 from dfe.services import identity, instances
 from dfe.services.errors import DfeError
 
@@ -171,6 +171,7 @@ def _service_users(
             "form": form,
             "errors": errors,
             "roles": [role.value for role in ServiceRole],
+            "min_password": MIN_PASSWORD_LENGTH,
         },
         status=status,
     )
