@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import jinja2
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -328,14 +328,23 @@ def table(
     listing = ListQuery(
         q=q or None, sort=sort, limit=PAGE_SIZE, cursor=str((page_number - 1) * PAGE_SIZE)
     )
-    page = paginate(
+    # Page through ids only (the database walks an index, not joined rows, past the
+    # offset), then load the page's rows with their eager joins.
+    model = query.column_descriptions[0]["entity"]
+    ids = paginate(
         db,
-        query,
+        query.with_only_columns(model.id),
         listing,
         sortable=sortable,
         searchable=searchable,
         default_sort=default_sort,
         tie_breaker=tie_breaker,
+    )
+    found = {row.id: row for row in db.scalars(select(model).where(model.id.in_(ids.items)))}
+    page = Page(
+        items=[found[row_id] for row_id in ids.items if row_id in found],
+        total=ids.total,
+        next_cursor=ids.next_cursor,
     )
     pages = max(1, math.ceil(page.total / PAGE_SIZE))
     return (
