@@ -190,7 +190,8 @@ _SECRET_HINTS = ("password", "secret", "token", "key", "credential")
 # Responses that hand out a secret by design: a new key's secret (once), an instance's
 # config (its database password, to its web server) and its runtime API key (to its owner).
 _SECRET_ISSUING = re.compile(
-    r"^(POST .*/api/v1/keys(/[^/]+/rotate)?|GET .*/api/v1/instances/[^/]+/(config|api-key))$"
+    r"^(POST .*/api/v1/keys(/[^/]+/rotate)?|GET .*/api/v1/instances/[^/]+/(config|api-key)"
+    r"|POST .*/ui/keys(/[^/]+/rotate)?)$"
 )
 
 

@@ -118,6 +118,7 @@ def _setup(email: str, password: str, *, force: bool, local_cluster: bool) -> No
         path = config.effective_host_key_file
         files.append(setup_service.write_key_file(path, host_key, config.effective_console_url))
     stdout.print(f"administrator [bold]{result.admin.email}[/] ready")
+    stdout.print(f"the administrator logs in to the admin UI at {config.effective_console_url}/ui/")
     for path in files:
         stdout.print(f"wrote {path} (mode 0600)")
 
@@ -227,6 +228,7 @@ def up(
     elif not config.data_dir.exists():
         fail(f"data directory {config.data_dir} is missing")
     stdout.print(f"Console API: {config.effective_console_url}/api/v1/health")
+    stdout.print(f"Console admin UI: {config.effective_console_url}/ui/")
     worker = subprocess.Popen([sys.executable, "-m", "dfe", "worker"])
     stdout.print(f"worker: process {worker.pid}")
     dashboard = subprocess.Popen([sys.executable, "-m", "dfe", "serve", "dashboard"])

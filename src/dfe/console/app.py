@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import text
 
 from dfe import __version__
@@ -15,6 +15,8 @@ from dfe.config import Settings, get_settings
 from dfe.console.api import accounts, admin, estate, instances, metrics, people, problems, snapshots
 from dfe.console.api.snapshots import UPLOAD_SUFFIX
 from dfe.console.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from dfe.console.ui import PREFIX as UI_PREFIX
+from dfe.console.ui import create_ui
 from dfe.db.migrate import current_revision, head_revision
 from dfe.db.session import Database, open_database
 from dfe.jobs.queue import dispatcher_for
@@ -51,6 +53,11 @@ def ready(request: Request) -> JSONResponse:
     if current != head:
         return JSONResponse({"status": "unavailable", "reason": "schema not upgraded"}, 503)
     return JSONResponse({"status": "ready", "schema": head})
+
+
+async def _to_ui(_request: Request) -> RedirectResponse:
+    """The Console's root is the admin UI."""
+    return RedirectResponse(f"{UI_PREFIX}/", status_code=303)
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
@@ -93,6 +100,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         snapshots.router,
     ]:
         app.include_router(router, prefix=API_PREFIX, responses=problems.RESPONSES)
+    app.mount(UI_PREFIX, create_ui(settings, database, app.state.dispatcher))
+    app.add_route("/", _to_ui, include_in_schema=False)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

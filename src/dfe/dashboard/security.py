@@ -86,10 +86,18 @@ def client_address(request: Request, proxies: frozenset[str]) -> str | None:
 class SessionCookies:
     """SessionMiddleware whose cookie is marked Secure when the request came over https."""
 
-    def __init__(self, app: ASGIApp, *, secret: str, max_age: int, proxies: frozenset[str]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        secret: str,
+        max_age: int,
+        proxies: frozenset[str],
+        cookie: str = SESSION_COOKIE,
+    ):
         options: dict[str, Any] = {
             "secret_key": secret,
-            "session_cookie": SESSION_COOKIE,
+            "session_cookie": cookie,
             "max_age": max_age,
             "same_site": "lax",
         }
