@@ -18,7 +18,7 @@ from dfe.console.app import create_app
 from dfe.console.ui import PREFIX, SESSION_COOKIE
 from dfe.console.ui.web import action_of
 from dfe.enums import ServerType, ServiceRole
-from dfe.models import AuditEntry
+from dfe.models import AuditEntry, Instance, Limit, Metric
 from dfe.schemas import (
     ClusterCreate,
     MountCreate,
@@ -28,6 +28,7 @@ from dfe.schemas import (
     UserCreate,
 )
 from dfe.services import identity, infrastructure, instances, setup
+from dfe.services.metrics import today
 
 PASSWORD = "a-long-enough-password"
 ADMIN, OPERATOR = "root@example.com", "ops@example.com"
@@ -222,6 +223,61 @@ def test_forms_keep_what_was_typed_and_actions_are_audited(console, db):
     with db.session() as s:
         entry = s.query(AuditEntry).filter_by(action="cluster.create", target_name="north").one()
         assert entry.actor == f"service_user {ADMIN} (console ui)"
+
+
+def test_a_limit_is_created_and_its_counters_reset_from_the_ui(console, db):
+    client = client_for(console)
+    token = log_in(client, ADMIN)
+    form = {"label": "alpha-5", "scope": "instance", "target": "alpha", "period": "minute"}
+    created = client.post(
+        f"{PREFIX}/limits", data={"csrf_token": token, **form, "max_requests": "5"}
+    )
+    assert created.status_code == 303, created.text
+    with db.session() as s:
+        before = s.query(Limit).filter_by(label="alpha-5").one().reset_generation
+    reset = client.post(f"{PREFIX}/limits/alpha-5/reset", data={"csrf_token": token})
+    assert reset.status_code == 303
+    assert "start from zero again" in client.get(f"{PREFIX}/limits").text
+    with db.session() as s:
+        assert s.query(Limit).filter_by(label="alpha-5").one().reset_generation == before + 1
+        entry = s.query(AuditEntry).filter_by(action="limit.reset", target_name="alpha-5").one()
+        assert entry.actor == f"service_user {ADMIN} (console ui)"
+
+
+def test_usage_charts_all_instances_or_one(console, db):
+    with db.transaction(actor="test") as s:
+        alpha = s.query(Instance).filter_by(name="alpha").one()
+        s.add(Metric(instance_id=alpha.id, instance_name="alpha", day=today(), requests=1234))
+        s.add(Metric(instance_id=999, instance_name="gone", day=today(), requests=66))
+    client = client_for(console)
+    log_in(client, OPERATOR)  # reading usage is an operator's right too
+    everything = client.get(f"{PREFIX}/usage")
+    assert everything.status_code == 200
+    assert "All instances (2 with figures)" in everything.text
+    assert "1,300 in all" in everything.text and everything.text.count("<svg") == 3
+    one = client.get(f"{PREFIX}/usage", params={"instance": "alpha"})
+    assert "Instance <strong>alpha</strong>" in one.text and "1,234 in all" in one.text
+
+
+def test_a_move_is_offered_to_other_db_servers_and_refused_clearly(console, db):
+    with db.transaction(actor="test") as s:
+        infrastructure.create_server(
+            s, ServerCreate(name="db-2", server_type=ServerType.DB, host="h2")
+        )
+    client = client_for(console)
+    token = log_in(client, ADMIN)
+    page = client.get(f"{PREFIX}/instances/alpha/move")
+    assert page.status_code == 200
+    assert '<option value="db-2">' in page.text and '<option value="db-1">' not in page.text
+    refused = client.post(
+        f"{PREFIX}/instances/alpha/move", data={"csrf_token": token, "db_server": "db-2"}
+    )
+    assert refused.status_code == 409
+    assert "alpha" in refused.text and "not provisioned" in refused.text
+    unknown = client.post(
+        f"{PREFIX}/instances/alpha/move", data={"csrf_token": token, "db_server": "db-9"}
+    )
+    assert unknown.status_code in (404, 409)
 
 
 def test_destructive_actions_need_the_typed_name(console):

@@ -243,6 +243,17 @@ def limit_toggle(
     return redirect(request, f"{PREFIX}/limits")
 
 
+@router.post("/limits/{label}/reset")
+def limit_reset(
+    label: str, request: Request, db: DbDep, _: Any = requires(Action.LIMITS_WRITE)
+) -> Response:
+    settings = settings_of(request)
+    limits.reset_limits(db, [label], settings.redis_url, settings.redis_namespace)
+    db.commit()
+    flash(request, f"The counters of limit {label} start from zero again.", "success")
+    return redirect(request, f"{PREFIX}/limits")
+
+
 @router.get("/limits/{label}/delete")
 def limit_delete_page(
     label: str, request: Request, db: DbDep, _: Any = requires(Action.LIMITS_WRITE)

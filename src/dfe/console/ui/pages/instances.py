@@ -22,11 +22,11 @@ from dfe.console.ui.web import (
     sentence,
     table,
 )
-from dfe.enums import JobStatus, ProvisionState
+from dfe.enums import JobStatus, ProvisionState, ServerType
 from dfe.jobs.queue import Dispatcher
-from dfe.models import Cluster, Instance, Job, User
+from dfe.models import Cluster, Instance, Job, Server, User
 from dfe.provisioning import engine
-from dfe.services import identity, infrastructure, instances, jobs, operations
+from dfe.services import identity, infrastructure, instances, jobs, operations, snapshots
 from dfe.services.base import MAX_ID
 from dfe.services.errors import DfeError
 
@@ -242,6 +242,50 @@ async def deprovision(
         return _confirm_deprovision(request, instance.name, sentence(error.message), error.status)
     _dispatch(request, job.id)
     flash(request, f"Instance {instance.name} is being deprovisioned (job #{job.id}).", "success")
+    return redirect(request, f"{PREFIX}/jobs/{job.id}")
+
+
+@router.get("/instances/{name}/move")
+def move_page(
+    name: str, request: Request, db: DbDep, _: Any = requires(Action.INSTANCES_MOVE)
+) -> Response:
+    return _move_form(request, db, instances.get_instance(db, name), None, 200)
+
+
+def _move_form(
+    request: Request, db: DbDep, instance: Instance, error: str | None, status: int
+) -> Response:
+    targets = db.scalars(
+        select(Server.name)
+        .where(
+            Server.server_type == ServerType.DB,
+            Server.is_enabled.is_(True),
+            Server.id != instance.db_server_id,
+        )
+        .order_by(Server.name)
+    )
+    return render(
+        request,
+        "move.html",
+        {"instance": instance, "targets": list(targets), "error": error},
+        status=status,
+    )
+
+
+@router.post("/instances/{name}/move")
+async def move(
+    name: str, request: Request, db: DbDep, _: Any = requires(Action.INSTANCES_MOVE)
+) -> Response:
+    instance = instances.get_instance(db, name)
+    target = (await form_of(request)).get("db_server", "")
+    try:
+        job = snapshots.request_move(db, instance, target)
+        db.commit()
+    except DfeError as error:
+        db.rollback()
+        return _move_form(request, db, instance, sentence(error.message), error.status)
+    _dispatch(request, job.id)
+    flash(request, f"Instance {instance.name} is moving to {target} (job #{job.id}).", "success")
     return redirect(request, f"{PREFIX}/jobs/{job.id}")
 
 

@@ -1,8 +1,10 @@
-"""The overview: counts, failed jobs needing attention, instances per day."""
+"""The overview: counts, failed jobs needing attention, instances per day; and the
+usage of all instances (or one) per day."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,6 +12,8 @@ from starlette.responses import Response
 
 from dfe.auth.permissions import Action
 from dfe.console.ui.web import DbDep, render, requires
+from dfe.metrics.chart import usage_charts
+from dfe.services.metrics import list_metrics, today
 from dfe.services.operations import DayCount, instances_per_day, overview
 
 router = APIRouter()
@@ -87,3 +91,22 @@ def overview_page(request: Request, db: DbDep, _: Any = requires(Action.ESTATE_R
         "overview.html",
         {"figures": figures, "chart": chart(instances_per_day(db, CHART_DAYS))},
     )
+
+
+@router.get("/usage")
+def usage_page(
+    request: Request, db: DbDep, instance: str = "", _: Any = requires(Action.METRICS_READ)
+) -> Response:
+    """Requests, database and storage bytes per day over every instance, or one."""
+    until = today()
+    since = until - timedelta(days=CHART_DAYS - 1)
+    chosen = instance.strip().lower() or None
+    rows = list_metrics(db, instance=chosen, since=since, until=until)
+    context = {
+        "charts": usage_charts(rows, since, until),
+        "chosen": chosen,
+        "since": since,
+        "until": until,
+        "instances": len({row.instance_id for row in rows}),
+    }
+    return render(request, "usage.html", context)
