@@ -154,7 +154,7 @@ def floor_round(settings: Settings, names: list[str]) -> float:
             instance.db_name, instance.db_user = database_name, user_name
             instance.db_password = generate_password()
             instance.provision_state = ProvisionState.PROVISIONED
-            jobs.finish(job, JobStatus.SUCCEEDED)
+            jobs.finish(session, job.id, JobStatus.SUCCEEDED)
         os.close(os.open(directory / f"{database_name}{SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o640))
         storage.create_instance_tree(owner_key, name)
     elapsed = time.perf_counter() - started

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -111,12 +111,32 @@ def _archived_public(session: Session, row: Any) -> InstancePublic:
     )
 
 
+class ClusterRef(Protocol):
+    """A cluster as placement hands it over (a `Cluster` row will do)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def subdomain(self) -> str: ...
+
+
+class ServerRef(Protocol):
+    """A server as placement hands it over (a `Server` row will do)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def server_type(self) -> ServerType: ...
+
+
 def create_instance_record(
     session: Session,
     name: str,
     user: User,
-    cluster: Cluster,
-    servers: dict[ServerType, Server],
+    cluster: ClusterRef,
+    servers: Mapping[ServerType, ServerRef],
 ) -> Instance:
     """Insert an instance placed on `servers`, with its guest row, assignments and key."""
     problem = instance_name_problem(name)
