@@ -10,12 +10,12 @@ One decision is three statements at most, whatever the cluster's size:
 1. lock the cluster row, which serializes launches into one cluster on every
    engine (SQLite: an UPDATE takes the database's write lock; PostgreSQL and
    MySQL: a locking read, which also reads the latest committed counts);
-2. rank the candidates of all three types in one windowed query and keep the
-   first of each (on MySQL/MariaDB a locking read: a plain one would read the
+2. choose the first of each type in one statement, three top-1 scans joined by
+   UNION ALL (on MySQL/MariaDB a locking read: a plain one would read the
    transaction's REPEATABLE READ snapshot, which may predate the cluster lock);
 3. (PostgreSQL and MySQL) lock the three chosen rows and re-check their room:
    a server may serve several clusters, so a launch into another cluster may
-   have filled it meanwhile; then rank again. On SQLite the write lock of step 1
+   have filled it meanwhile; then choose again. On SQLite the write lock of step 1
    already excludes every other writer.
 """
 
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, literal, or_, select, update
+from sqlalchemy import case, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from dfe.enums import ServerType
 from dfe.models import Cluster, ClusterServer, Server
 from dfe.services.errors import DfeError
 
-ATTEMPTS = 5  # rankings tried before giving up on servers that fill up under our feet
+ATTEMPTS = 5  # choices tried before giving up on servers that fill up under our feet
 
 
 class NoCapacity(DfeError):
@@ -101,26 +101,27 @@ _HAS_ROOM = or_(Server.max_instances.is_(None), Server.instance_count < Server.m
 def _least_loaded(
     session: Session, cluster_id: int, *, locking: bool
 ) -> dict[ServerType, PlacedServer]:
-    """The least loaded server with room of each type (types without one are missing)."""
-    rank = (
-        func.row_number()
-        .over(
-            partition_by=Server.server_type,
-            order_by=(_LOAD, Server.instance_count, Server.name, Server.id),
+    """The least loaded server with room of each type (types without one are missing):
+    three top-1 scans in one statement (cheaper than ranking every candidate)."""
+    firsts = []
+    for server_type in ServerType:
+        first = (
+            select(Server.id, Server.name, Server.server_type)
+            .join(ClusterServer, ClusterServer.server_id == Server.id)
+            .where(
+                ClusterServer.cluster_id == cluster_id,
+                Server.server_type == server_type,
+                Server.is_enabled.is_(True),
+                _HAS_ROOM,
+            )
+            .order_by(_LOAD, Server.instance_count, Server.name, Server.id)
+            .limit(1)
         )
-        .label("rank")
-    )
-    candidates = (
-        select(Server.id, Server.name, Server.server_type, rank)
-        .join(ClusterServer, ClusterServer.server_id == Server.id)
-        .where(ClusterServer.cluster_id == cluster_id, Server.is_enabled.is_(True), _HAS_ROOM)
-    )
-    if locking:
-        candidates = candidates.with_for_update()
-    ranked = candidates.subquery()
-    rows = session.execute(
-        select(ranked.c.id, ranked.c.name, ranked.c.server_type).where(ranked.c.rank == 1)
-    )
+        if locking:
+            first = first.with_for_update()
+        # SQLite takes no ORDER BY/LIMIT in a compound's parts: wrap each one.
+        firsts.append(select(*first.subquery().c) if not locking else first)
+    rows = session.execute(union_all(*firsts))
     return {row.server_type: PlacedServer(row.id, row.name, row.server_type) for row in rows}
 
 
