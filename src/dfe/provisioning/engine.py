@@ -11,6 +11,7 @@ in job_t, so a job can be run again from the start after a crash:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -121,8 +122,12 @@ class _Work:
     password: str = ""
     resources: Resources | None = None
     problem: Exception | None = None  # the preparation failed: the job fails at once
+    step: str = "queued"  # where the job is (recorded or not), and how far
+    progress: int = 0
+    recorded_at: float = field(default_factory=time.monotonic)  # when a step was last recorded
 
 
+RECORD_STEP_AFTER = 0.5  # seconds since the last recorded step before the next one is recorded
 _FIRST_STEP = {JobKind.PROVISION: ("database", 20), JobKind.DEPROVISION: ("database", 30)}
 
 
@@ -131,10 +136,11 @@ class JobRunner:
     """Runs provisioning jobs against a database; `on_step` is told each step before it
     starts (tests kill the process there).
 
-    A job is three transactions: (1) claim it and prepare (the instance's state, its
-    password, where its parts go, the first step); (2) record the middle step; (3)
-    finish: the instance's end state and the job's, together. Each step is idempotent,
-    so a job whose worker died is run again from the start (`reconcile`).
+    A job is two or three transactions: (1) claim it and prepare (the instance's state,
+    its password, where its parts go, the first step); (2) record the middle step, when
+    the first took a while; (3) finish: the instance's end state and the job's, together.
+    Each step is idempotent, so a job whose worker died is run again from the start
+    (`reconcile`).
     """
 
     database: Database
@@ -195,14 +201,21 @@ class JobRunner:
             if instance.api_key is None:  # an instance recorded before keys existed
                 instance.api_key = new_api_key()
             work.password = instance.db_password
-        step, progress = _FIRST_STEP[job.kind]
-        jobs.advance(session, job.id, step, progress, self.lease)
+        work.step, work.progress = _FIRST_STEP[job.kind]
+        jobs.advance(session, job.id, work.step, work.progress, self.lease)
         return work
 
-    def _step(self, job_id: int, step: str, progress: int) -> None:
+    def _step(self, job_id: int, work: _Work, step: str, progress: int) -> None:
+        """Start a middle step. It is recorded (progress shown, lease renewed) only when
+        the steps before took a while: a step that ends within moments cannot be watched,
+        and the lease taken at the claim still runs."""
         self.on_step(step)
+        work.step, work.progress = step, progress
+        if time.monotonic() - work.recorded_at < RECORD_STEP_AFTER:
+            return
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
             jobs.advance(session, job_id, step, progress, self.lease)
+        work.recorded_at = time.monotonic()
 
     def _provision(self, job_id: int, work: _Work) -> None:
         resources = work.resources
@@ -211,7 +224,7 @@ class JobRunner:
         created = resources.driver.create(
             resources.database_name, resources.user_name, work.password
         )
-        self._step(job_id, "storage", 60)
+        self._step(job_id, work, "storage", 60)
         resources.storage.create_instance_tree(resources.owner_key, work.name)
         self.on_step("activate")
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
@@ -237,7 +250,7 @@ class JobRunner:
         if resources is not None:
             self.on_step("database")
             resources.driver.drop(resources.database_name, resources.user_name)
-            self._step(job_id, "storage", 60)
+            self._step(job_id, work, "storage", 60)
             resources.storage.remove_instance_tree(resources.owner_key, work.name)
             self.on_step("archive")
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
@@ -274,7 +287,9 @@ class JobRunner:
                     .execution_options(synchronize_session=False)
                 )
             detail = message if undo_error is None else f"{message}; undo failed: {undo_error}"
-            jobs.finish(session, job_id, JobStatus.FAILED, detail)
+            jobs.finish(
+                session, job_id, JobStatus.FAILED, detail, step=work.step, progress=work.progress
+            )
 
 
 # Recovery

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from dfe.db.base import utcnow
 from dfe.enums import ProvisionState
@@ -72,7 +72,12 @@ def find_instance(
     """The status of a live or archived instance the caller may see; NotFound otherwise
     (also for someone else's instance: its existence is not revealed)."""
     name = name.strip().lower()
-    live = session.scalar(instance_query(owner_id, only_id).where(Instance.name == name))
+    live = session.scalar(
+        instance_query(owner_id, only_id)
+        .where(Instance.name == name)
+        # The view shows no secret: spare their decryption.
+        .options(defer(Instance.db_password), defer(Instance.api_key))
+    )
     if live is not None:
         return instance_public(session, live)
     archive = ARCHIVED_TABLES[Instance.__table__]  # type: ignore[index]

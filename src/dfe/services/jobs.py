@@ -85,6 +85,8 @@ _FINISH = (
     .where(Job.id == bindparam("p_job"))
     .values(
         status=bindparam("p_status"),
+        step=bindparam("p_step"),
+        progress=bindparam("p_progress"),
         message=bindparam("p_message"),
         finished_at=bindparam("p_now"),
         lease_expires_at=None,
@@ -92,7 +94,6 @@ _FINISH = (
     )
     .execution_options(synchronize_session=False)
 )
-_SUCCEED = _FINISH.values(step="done", progress=100)
 
 
 def claim(session: Session, job_id: int, lease: timedelta) -> bool:
@@ -121,12 +122,27 @@ def advance(session: Session, job_id: int, step: str, progress: int, lease: time
     )
 
 
-def finish(session: Session, job_id: int, status: JobStatus, message: str | None = None) -> None:
-    """End a job (one UPDATE): succeeded (step "done", progress 100) or failed, where it
-    stopped, with `message`. Every job ends here."""
-    statement = _SUCCEED if status is JobStatus.SUCCEEDED else _FINISH
+def finish(
+    session: Session,
+    job_id: int,
+    status: JobStatus,
+    message: str | None = None,
+    *,
+    step: str = "done",
+    progress: int = 100,
+) -> None:
+    """End a job (one UPDATE): succeeded (step "done", progress 100), or failed with
+    `message` at the `step` and `progress` where it stopped. Every job ends here."""
     session.execute(
-        statement, {"p_job": job_id, "p_status": status, "p_message": message, "p_now": utcnow()}
+        _FINISH,
+        {
+            "p_job": job_id,
+            "p_status": status,
+            "p_step": step,
+            "p_progress": progress,
+            "p_message": message,
+            "p_now": utcnow(),
+        },
     )
 
 
