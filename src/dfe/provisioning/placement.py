@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, literal, or_, select, union_all, update
+from sqlalchemy import CompoundSelect, bindparam, case, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from dfe.enums import ServerType
@@ -62,6 +62,7 @@ class Placement:
     servers: dict[ServerType, PlacedServer]
 
 
+# The statements are built once: building (and keying) them costs more than running them.
 _CLUSTER_COLUMNS = (
     Cluster.id,
     Cluster.name,
@@ -69,25 +70,23 @@ _CLUSTER_COLUMNS = (
     Cluster.max_instances,
     Cluster.instance_count,
 )
+# SQLite: a no-op UPDATE, for the database's write lock, taken before any read so the
+# counts read next are the committed ones.
+_WRITE_LOCK_CLUSTER = (
+    update(Cluster)
+    .where(Cluster.id == bindparam("p_cluster"))
+    .values(instance_count=Cluster.instance_count)
+    .returning(*_CLUSTER_COLUMNS)
+    .execution_options(synchronize_session=False)
+)
+_ROW_LOCK_CLUSTER = (
+    select(*_CLUSTER_COLUMNS).where(Cluster.id == bindparam("p_cluster")).with_for_update()
+)
 
 
-def _lock_cluster(session: Session, cluster_id: int) -> PlacedCluster:
-    if session.get_bind().dialect.name == "sqlite":
-        # A no-op UPDATE: SQLite's write lock is what we want, taken before any read
-        # so the counts read next are the committed ones.
-        statement = (
-            update(Cluster)
-            .where(Cluster.id == cluster_id)
-            .values(instance_count=Cluster.instance_count)
-            .returning(*_CLUSTER_COLUMNS)
-            .execution_options(synchronize_session=False)
-        )
-        row = session.execute(statement).one()
-    else:
-        row = session.execute(
-            select(*_CLUSTER_COLUMNS).where(Cluster.id == cluster_id).with_for_update()
-        ).one()
-    return PlacedCluster(*row)
+def _lock_cluster(session: Session, cluster_id: int, dialect: str) -> PlacedCluster:
+    statement = _WRITE_LOCK_CLUSTER if dialect == "sqlite" else _ROW_LOCK_CLUSTER
+    return PlacedCluster(*session.execute(statement, {"p_cluster": cluster_id}).one())
 
 
 _LOAD = case(
@@ -98,18 +97,16 @@ _LOAD = case(
 _HAS_ROOM = or_(Server.max_instances.is_(None), Server.instance_count < Server.max_instances)
 
 
-def _least_loaded(
-    session: Session, cluster_id: int, *, locking: bool
-) -> dict[ServerType, PlacedServer]:
-    """The least loaded server with room of each type (types without one are missing):
-    three top-1 scans in one statement (cheaper than ranking every candidate)."""
+def _first_of_each_type(*, locking: bool) -> CompoundSelect[int, str, ServerType]:
+    """The least loaded server with room of each type: three top-1 scans in one
+    statement (cheaper than ranking every candidate)."""
     firsts = []
     for server_type in ServerType:
         first = (
             select(Server.id, Server.name, Server.server_type)
             .join(ClusterServer, ClusterServer.server_id == Server.id)
             .where(
-                ClusterServer.cluster_id == cluster_id,
+                ClusterServer.cluster_id == bindparam("p_cluster"),
                 Server.server_type == server_type,
                 Server.is_enabled.is_(True),
                 _HAS_ROOM,
@@ -117,36 +114,51 @@ def _least_loaded(
             .order_by(_LOAD, Server.instance_count, Server.name, Server.id)
             .limit(1)
         )
-        if locking:
-            first = first.with_for_update()
         # SQLite takes no ORDER BY/LIMIT in a compound's parts: wrap each one.
-        firsts.append(select(*first.subquery().c) if not locking else first)
-    rows = session.execute(union_all(*firsts))
+        firsts.append(first.with_for_update() if locking else select(*first.subquery().c))
+    return union_all(*firsts)
+
+
+_FIRSTS = _first_of_each_type(locking=False)
+_LOCKED_FIRSTS = _first_of_each_type(locking=True)
+
+
+def _least_loaded(
+    session: Session, cluster_id: int, *, locking: bool
+) -> dict[ServerType, PlacedServer]:
+    """The chosen server of each type (types without one with room are missing)."""
+    rows = session.execute(_LOCKED_FIRSTS if locking else _FIRSTS, {"p_cluster": cluster_id})
     return {row.server_type: PlacedServer(row.id, row.name, row.server_type) for row in rows}
+
+
+_LOCK_WITH_ROOM = (
+    select(Server.id)
+    .where(
+        Server.id.in_(bindparam("p_ids", expanding=True)),
+        Server.is_enabled.is_(True),
+        _HAS_ROOM,
+    )
+    .order_by(Server.id)
+    .with_for_update()
+)
 
 
 def _lock_with_room(session: Session, servers: dict[ServerType, PlacedServer]) -> bool:
     """Lock the chosen servers (in id order: no deadlock between two launches); True if
     each still has room."""
     ids = sorted({server.id for server in servers.values()})
-    rows = session.execute(
-        select(Server.id)
-        .where(Server.id.in_(ids), Server.is_enabled.is_(True), _HAS_ROOM)
-        .order_by(Server.id)
-        .with_for_update()
-    ).all()
-    return len(rows) == len(ids)
+    return len(session.execute(_LOCK_WITH_ROOM, {"p_ids": ids}).all()) == len(ids)
 
 
 def place(session: Session, cluster_id: int) -> Placement:
     """Choose servers for one new instance of the cluster, holding the locks until commit."""
-    cluster = _lock_cluster(session, cluster_id)
+    dialect = session.get_bind().dialect.name
+    cluster = _lock_cluster(session, cluster_id, dialect)
     if cluster.max_instances is not None and cluster.instance_count >= cluster.max_instances:
         raise NoCapacity(
             f"cluster '{cluster.name}' is full ({cluster.instance_count} of "
             f"{cluster.max_instances} instances)"
         )
-    dialect = session.get_bind().dialect.name
     servers: dict[ServerType, PlacedServer] = {}
     for _attempt in range(ATTEMPTS):
         servers = _least_loaded(session, cluster.id, locking=dialect in ("mysql", "mariadb"))
