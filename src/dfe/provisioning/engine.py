@@ -11,12 +11,13 @@ in job_t, so a job can be run again from the start after a crash:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dfe.config import Settings
@@ -24,7 +25,7 @@ from dfe.db.base import utcnow
 from dfe.db.session import Database
 from dfe.enums import JobKind, JobStatus, OperationalState, ProvisionState, ReadyState
 from dfe.models import Instance, Job, Server, User
-from dfe.provisioning.drivers import DatabaseDriver, driver_for
+from dfe.provisioning.drivers import DatabaseDriver, driver_for, server_driver
 from dfe.provisioning.errors import ProvisioningError
 from dfe.provisioning.names import (
     DEFAULT_PREFIX,
@@ -35,7 +36,6 @@ from dfe.provisioning.names import (
 from dfe.provisioning.placement import place
 from dfe.provisioning.storage import LocalStorage, owner_hash
 from dfe.services import audit, instance_limits, jobs, keys, notifications
-from dfe.services.base import flush_or_conflict
 from dfe.services.errors import Conflict, DfeError, InvalidInput
 from dfe.services.instances import create_instance_record, get_instance, new_api_key
 from dfe.services.names import instance_name_problem
@@ -60,7 +60,6 @@ def launch(session: Session, user: User, name: str, cluster_id: int) -> tuple[In
     placement = place(session, cluster_id)
     instance = create_instance_record(session, name, user, placement.cluster, placement.servers)
     job = jobs.create_job(session, JobKind.PROVISION, instance)
-    flush_or_conflict(session, f"an instance named '{name}' already exists")
     return instance, job
 
 
@@ -84,7 +83,7 @@ def request_deprovision(session: Session, ref: str | int) -> Job:
     return jobs.create_job(session, JobKind.DEPROVISION, instance)
 
 
-# Running jobs (in the worker, one short transaction per step)
+# Running jobs (in the worker: three short transactions per job)
 
 
 @dataclass
@@ -99,13 +98,14 @@ class Resources:
 
     @classmethod
     def of(cls, session: Session, instance: Instance) -> Resources:
-        db_server = session.get_one(Server, instance.db_server_id)
-        web_server = session.get_one(Server, instance.web_server_id)
+        wanted = {instance.db_server_id, instance.web_server_id}
+        servers = {s.id: s for s in session.scalars(select(Server).where(Server.id.in_(wanted)))}
+        db_server, web_server = servers[instance.db_server_id], servers[instance.web_server_id]
         if web_server.mount is None:
             raise ProvisioningError(f"web server '{web_server.name}' has no mount for storage")
         database_name, user_name = instance_database_names(instance.name, instance.id)
         return cls(
-            driver=driver_for({"host": db_server.host, **db_server.config}),
+            driver=server_driver(db_server.host, db_server.config),
             database_name=database_name,
             user_name=user_name,
             storage=LocalStorage(web_server.mount.root_path),
@@ -114,8 +114,36 @@ class Resources:
 
 
 @dataclass
+class _Work:
+    """What a claimed job needs after its first transaction."""
+
+    kind: JobKind
+    instance_id: int | None
+    name: str = ""
+    password: str = ""
+    resources: Resources | None = None
+    problem: Exception | None = None  # the preparation failed: the job fails at once
+    step: str = "queued"  # where the job is (recorded or not), and how far
+    progress: int = 0
+    recorded_at: float = field(default_factory=time.monotonic)  # when a step was last recorded
+
+
+RECORD_STEP_AFTER = 0.5  # seconds since the last recorded step before the next one is recorded
+_FIRST_STEP = {JobKind.PROVISION: ("database", 20), JobKind.DEPROVISION: ("database", 30)}
+SNAPSHOT_KINDS = (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE)
+
+
+@dataclass
 class JobRunner:
-    """Runs provisioning jobs against a database; `steps` may be observed (tests kill here)."""
+    """Runs provisioning jobs against a database; `on_step` is told each step before it
+    starts (tests kill the process there).
+
+    A job is two or three transactions: (1) claim it and prepare (the instance's state,
+    its password, where its parts go, the first step); (2) record the middle step, when
+    the first took a while; (3) finish: the instance's end state and the job's, together.
+    Each step is idempotent, so a job whose worker died is run again from the start
+    (`reconcile`).
+    """
 
     database: Database
     settings: Settings
@@ -130,127 +158,163 @@ class JobRunner:
             if not jobs.claim(session, job_id, self.lease):
                 # Done already, or another worker holds a live lease on it.
                 return jobs.get_job(session, job_id).status
-            kind = jobs.get_job(session, job_id).kind
-        log.info("job started", job_id=job_id, kind=kind.value)
+            work = self._prepare(session, jobs.get_job(session, job_id))
+        log.info("job started", job_id=job_id, kind=work.kind.value)
         try:
-            if kind is JobKind.PROVISION:
-                self._provision(job_id)
-            elif kind is JobKind.DEPROVISION:
-                self._deprovision(job_id)
-            elif kind in (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE):
+            if work.problem is not None:
+                raise work.problem
+            if work.kind is JobKind.PROVISION:
+                self._provision(job_id, work)
+            elif work.kind is JobKind.DEPROVISION:
+                self._deprovision(job_id, work)
+            else:
                 from dfe.snapshots import jobs as snapshot_jobs  # needs the services
 
-                snapshot_jobs.run(self, kind, job_id)
-            else:
-                raise ProvisioningError(f"jobs of kind {kind.value} are not supported yet")
+                snapshot_jobs.run(self, work.kind, job_id)
         except Exception as error:
             known = isinstance(error, ProvisioningError | DfeError)
             message = str(error) if known else type(error).__name__
             log.warning("job failed", job_id=job_id, error=message)
-            self._fail(job_id, kind, message)
-            return JobStatus.FAILED
-        finally:
+            self._fail(job_id, work, message)
+            status = JobStatus.FAILED
+        else:
+            log.info("job succeeded", job_id=job_id)
+            status = JobStatus.SUCCEEDED
+        # The one place where every run of a job that ended (either way) passes.
+        if work.kind is JobKind.PROVISION:
             notifications.job_finished(self.database, self.settings, job_id)  # never raises
-        log.info("job succeeded", job_id=job_id)
-        return JobStatus.SUCCEEDED
+        return status
 
     def step(self, job_id: int, step: str, progress: int) -> None:
-        """Record a job's step and progress (and renew its lease)."""
-        self._step(job_id, step, progress)
-
-    def _step(self, job_id: int, step: str, progress: int) -> None:
+        """Record a step of a job run outside this class (snapshots: export, import,
+        move) and renew its lease; always recorded, since those steps take a while."""
         self.on_step(step)
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            jobs.advance(jobs.get_job(session, job_id), step, progress, self.lease)
+            jobs.advance(session, job_id, step, progress, self.lease)
 
-    def _provision(self, job_id: int) -> None:
-        with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            job = jobs.get_job(session, job_id)
-            instance = session.get_one(Instance, job.instance_id)
+    def _prepare(self, session: Session, job: Job) -> _Work:
+        """In the claiming transaction: read what the job needs, mark the instance, and
+        record the first step. A failure here is kept for `run` to fail the job with."""
+        work = _Work(job.kind, job.instance_id)
+        instance = session.get(Instance, job.instance_id) if job.instance_id else None
+        if job.kind in SNAPSHOT_KINDS:
+            return work  # `dfe.snapshots.jobs` reads what it needs itself
+        try:
+            if job.kind not in _FIRST_STEP:
+                raise ProvisioningError(f"jobs of kind {job.kind.value} are not supported yet")
+            if instance is None:
+                if job.kind is JobKind.PROVISION:
+                    raise ProvisioningError(f"instance {job.instance_name!r} no longer exists")
+                return work  # deprovision: archived already, by an earlier run of this job
+            work.resources = Resources.of(session, instance)
+        except Exception as error:
+            work.problem = error
+            return work
+        work.name = instance.name
+        if job.kind is JobKind.PROVISION:
             instance.provision_state = ProvisionState.PROVISIONING
             instance.state_changed_at = utcnow()
             if instance.db_password is None:
                 instance.db_password = generate_password()
             if instance.api_key is None:  # an instance recorded before keys existed
                 instance.api_key = new_api_key()
-            resources = Resources.of(session, instance)
-            password, name = instance.db_password, instance.name
-        self._step(job_id, "database", 20)
-        created = resources.driver.create(resources.database_name, resources.user_name, password)
-        self._step(job_id, "storage", 60)
-        resources.storage.create_instance_tree(resources.owner_key, name)
-        self._step(job_id, "activate", 90)
-        with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            instance = session.get_one(Instance, jobs.get_job(session, job_id).instance_id)
-            instance.db_host = created.host
-            instance.db_port = created.port
-            instance.db_name = created.database_name
-            instance.db_user = created.user_name
-            instance.provision_state = ProvisionState.PROVISIONED
-            instance.ready_state = ReadyState.READY
-            instance.operational_state = OperationalState.ACTIVATED
-            instance.state_changed_at = utcnow()
-            jobs.finish(jobs.get_job(session, job_id), JobStatus.SUCCEEDED)
+            work.password = instance.db_password
+        work.step, work.progress = _FIRST_STEP[job.kind]
+        jobs.advance(session, job.id, work.step, work.progress, self.lease)
+        return work
 
-    def _deprovision(self, job_id: int) -> None:
+    def _step(self, job_id: int, work: _Work, step: str, progress: int) -> None:
+        """Start a middle step. It is recorded (progress shown, lease renewed) only when
+        the steps before took a while: a step that ends within moments cannot be watched,
+        and the lease taken at the claim still runs."""
+        self.on_step(step)
+        work.step, work.progress = step, progress
+        if time.monotonic() - work.recorded_at < RECORD_STEP_AFTER:
+            return
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            instance = session.get(Instance, jobs.get_job(session, job_id).instance_id)
-            if instance is None:  # archived already, by an earlier run of this job
-                jobs.finish(jobs.get_job(session, job_id), JobStatus.SUCCEEDED)
-                return
-            resources = Resources.of(session, instance)
-            name = instance.name
-        self._step(job_id, "database", 30)
-        resources.driver.drop(resources.database_name, resources.user_name)
-        self._step(job_id, "storage", 60)
-        resources.storage.remove_instance_tree(resources.owner_key, name)
-        self._step(job_id, "archive", 90)
+            jobs.advance(session, job_id, step, progress, self.lease)
+        work.recorded_at = time.monotonic()
+
+    def _provision(self, job_id: int, work: _Work) -> None:
+        resources = work.resources
+        assert resources is not None  # _prepare found the instance
+        self.on_step("database")
+        created = resources.driver.create(
+            resources.database_name, resources.user_name, work.password
+        )
+        self._step(job_id, work, "storage", 60)
+        resources.storage.create_instance_tree(resources.owner_key, work.name)
+        self.on_step("activate")
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            job = jobs.get_job(session, job_id)
-            instance = session.get(Instance, job.instance_id)
+            session.execute(
+                update(Instance)
+                .where(Instance.id == work.instance_id)
+                .values(
+                    db_host=created.host,
+                    db_port=created.port,
+                    db_name=created.database_name,
+                    db_user=created.user_name,
+                    provision_state=ProvisionState.PROVISIONED,
+                    ready_state=ReadyState.READY,
+                    operational_state=OperationalState.ACTIVATED,
+                    state_changed_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            jobs.finish(session, job_id, JobStatus.SUCCEEDED)
+
+    def _deprovision(self, job_id: int, work: _Work) -> None:
+        resources = work.resources
+        if resources is not None:
+            self.on_step("database")
+            resources.driver.drop(resources.database_name, resources.user_name)
+            self._step(job_id, work, "storage", 60)
+            resources.storage.remove_instance_tree(resources.owner_key, work.name)
+            self.on_step("archive")
+        with self.database.transaction(actor=f"worker:job {job_id}") as session:
+            instance = session.get(Instance, work.instance_id) if work.instance_id else None
             if instance is not None:
                 instance.provision_state = ProvisionState.DEPROVISIONED
                 instance.state_changed_at = utcnow()
                 session.flush()  # the archived row says how it ended
                 audit.record(session, "instance.archive", "instance", instance.id, instance.name)
                 session.delete(instance)
-            jobs.finish(job, JobStatus.SUCCEEDED)
+            jobs.finish(session, job_id, JobStatus.SUCCEEDED)
 
-    def _fail(self, job_id: int, kind: JobKind, message: str) -> None:
+    def _fail(self, job_id: int, work: _Work, message: str) -> None:
         """End a failed job; a failed provisioning is undone so nothing is left behind."""
         undo_error = None
-        if kind is JobKind.PROVISION:
+        if work.kind is JobKind.PROVISION and work.resources is not None:
+            resources = work.resources
             try:
-                self._undo_provisioning(job_id)
+                resources.driver.drop(resources.database_name, resources.user_name)
+                resources.storage.remove_instance_tree(resources.owner_key, work.name)
             except Exception as error:
                 undo_error = str(error) if isinstance(error, ProvisioningError) else repr(error)
-        elif kind is JobKind.MOVE:
+        elif work.kind is JobKind.MOVE:
             from dfe.snapshots import jobs as snapshot_jobs
 
-            snapshot_jobs.undo(self, kind, job_id)
+            snapshot_jobs.undo(self, work.kind, job_id)
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            job = jobs.get_job(session, job_id)
-            instance = session.get(Instance, job.instance_id) if job.instance_id else None
-            if instance is not None and kind in (JobKind.PROVISION, JobKind.DEPROVISION):
-                instance.provision_state = (
-                    ProvisionState.PROVISIONING_ERROR
-                    if kind is JobKind.PROVISION
-                    else ProvisionState.DEPROVISIONING_ERROR
+            if work.kind in SNAPSHOT_KINDS:  # their steps were recorded by `step`
+                recorded = jobs.get_job(session, job_id)
+                work.step, work.progress = recorded.step or work.step, recorded.progress
+            if work.instance_id is not None and work.kind in _FIRST_STEP:
+                session.execute(
+                    update(Instance)
+                    .where(Instance.id == work.instance_id)
+                    .values(
+                        provision_state=ProvisionState.PROVISIONING_ERROR
+                        if work.kind is JobKind.PROVISION
+                        else ProvisionState.DEPROVISIONING_ERROR,
+                        state_changed_at=utcnow(),
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                instance.state_changed_at = utcnow()
             detail = message if undo_error is None else f"{message}; undo failed: {undo_error}"
-            jobs.finish(job, JobStatus.FAILED, detail)
-
-    def _undo_provisioning(self, job_id: int) -> None:
-        with self.database.session() as session:
-            job = jobs.get_job(session, job_id)
-            instance = session.get(Instance, job.instance_id)
-            if instance is None:
-                return
-            resources = Resources.of(session, instance)
-            name = instance.name
-        resources.driver.drop(resources.database_name, resources.user_name)
-        resources.storage.remove_instance_tree(resources.owner_key, name)
+            jobs.finish(
+                session, job_id, JobStatus.FAILED, detail, step=work.step, progress=work.progress
+            )
 
 
 # Recovery

@@ -3,22 +3,34 @@
 Filter the cluster's enabled servers of each type that have room, pick the
 least loaded (instances / capacity, then fewest instances, then name: a
 deterministic tie-break), and claim the room in the same transaction as the
-instance row. The cluster row is locked first, which serializes launches into
-one cluster on every engine (a row lock on PostgreSQL and MySQL, the write
-lock on SQLite); the chosen servers are locked too, since a server may serve
-several clusters. Counts come from the counters the instance_t triggers keep.
+instance row. Counts come from the counters the instance_t triggers keep.
+
+One decision is three statements at most, whatever the cluster's size:
+
+1. lock the cluster row, which serializes launches into one cluster on every
+   engine (SQLite: an UPDATE takes the database's write lock; PostgreSQL and
+   MySQL: a locking read, which also reads the latest committed counts);
+2. choose the first of each type in one statement, three top-1 scans joined by
+   UNION ALL (on MySQL/MariaDB a locking read: a plain one would read the
+   transaction's REPEATABLE READ snapshot, which may predate the cluster lock);
+3. (PostgreSQL and MySQL) lock the three chosen rows and re-check their room:
+   a server may serve several clusters, so a launch into another cluster may
+   have filled it meanwhile; then choose again. On SQLite the write lock of step 1
+   already excludes every other writer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, literal, or_, select, update
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy import CompoundSelect, bindparam, case, literal, or_, select, union_all, update
+from sqlalchemy.orm import Session
 
 from dfe.enums import ServerType
 from dfe.models import Cluster, ClusterServer, Server
 from dfe.services.errors import DfeError
+
+ATTEMPTS = 5  # choices tried before giving up on servers that fill up under our feet
 
 
 class NoCapacity(DfeError):
@@ -29,28 +41,52 @@ class NoCapacity(DfeError):
 
 
 @dataclass(frozen=True)
+class PlacedCluster:
+    id: int
+    name: str
+    subdomain: str
+    max_instances: int | None
+    instance_count: int
+
+
+@dataclass(frozen=True)
+class PlacedServer:
+    id: int
+    name: str
+    server_type: ServerType
+
+
+@dataclass(frozen=True)
 class Placement:
-    cluster: Cluster
-    servers: dict[ServerType, Server]
+    cluster: PlacedCluster
+    servers: dict[ServerType, PlacedServer]
 
 
-def _lock_cluster(session: Session, cluster_id: int) -> Cluster:
-    # A no-op UPDATE: the row lock (or SQLite's write lock) is what we want, taken
-    # before any read so the counts read next are the committed ones.
-    session.execute(
-        update(Cluster)
-        .where(Cluster.id == cluster_id)
-        .values(instance_count=Cluster.instance_count)
-        .execution_options(synchronize_session=False)
-    )
-    # A locking read: on MySQL/MariaDB a plain SELECT would read the transaction's
-    # snapshot, which may predate the lock.
-    return session.scalars(
-        select(Cluster)
-        .where(Cluster.id == cluster_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+# The statements are built once: building (and keying) them costs more than running them.
+_CLUSTER_COLUMNS = (
+    Cluster.id,
+    Cluster.name,
+    Cluster.subdomain,
+    Cluster.max_instances,
+    Cluster.instance_count,
+)
+# SQLite: a no-op UPDATE, for the database's write lock, taken before any read so the
+# counts read next are the committed ones.
+_WRITE_LOCK_CLUSTER = (
+    update(Cluster)
+    .where(Cluster.id == bindparam("p_cluster"))
+    .values(instance_count=Cluster.instance_count)
+    .returning(*_CLUSTER_COLUMNS)
+    .execution_options(synchronize_session=False)
+)
+_ROW_LOCK_CLUSTER = (
+    select(*_CLUSTER_COLUMNS).where(Cluster.id == bindparam("p_cluster")).with_for_update()
+)
+
+
+def _lock_cluster(session: Session, cluster_id: int, dialect: str) -> PlacedCluster:
+    statement = _WRITE_LOCK_CLUSTER if dialect == "sqlite" else _ROW_LOCK_CLUSTER
+    return PlacedCluster(*session.execute(statement, {"p_cluster": cluster_id}).one())
 
 
 _LOAD = case(
@@ -58,48 +94,79 @@ _LOAD = case(
     (Server.max_instances == 0, literal(1.0)),
     else_=Server.instance_count * 1.0 / Server.max_instances,
 )
+_HAS_ROOM = or_(Server.max_instances.is_(None), Server.instance_count < Server.max_instances)
 
 
-def _least_loaded(session: Session, cluster_id: int, server_type: ServerType) -> Server | None:
-    query = (
-        select(Server)
-        .join(ClusterServer, ClusterServer.server_id == Server.id)
-        .where(
-            ClusterServer.cluster_id == cluster_id,
-            Server.server_type == server_type,
-            Server.is_enabled.is_(True),
-            or_(Server.max_instances.is_(None), Server.instance_count < Server.max_instances),
+def _first_of_each_type(*, locking: bool) -> CompoundSelect[int, str, ServerType]:
+    """The least loaded server with room of each type: three top-1 scans in one
+    statement (cheaper than ranking every candidate)."""
+    firsts = []
+    for server_type in ServerType:
+        first = (
+            select(Server.id, Server.name, Server.server_type)
+            .join(ClusterServer, ClusterServer.server_id == Server.id)
+            .where(
+                ClusterServer.cluster_id == bindparam("p_cluster"),
+                Server.server_type == server_type,
+                Server.is_enabled.is_(True),
+                _HAS_ROOM,
+            )
+            .order_by(_LOAD, Server.instance_count, Server.name, Server.id)
+            .limit(1)
         )
-        .order_by(_LOAD, Server.instance_count, Server.name, Server.id)
-        .limit(1)
-        # Not the mount's joined load: PostgreSQL refuses FOR UPDATE on an outer join's side.
-        .options(lazyload(Server.mount))
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        # SQLite takes no ORDER BY/LIMIT in a compound's parts: wrap each one.
+        firsts.append(first.with_for_update() if locking else select(*first.subquery().c))
+    return union_all(*firsts)
+
+
+_FIRSTS = _first_of_each_type(locking=False)
+_LOCKED_FIRSTS = _first_of_each_type(locking=True)
+
+
+def _least_loaded(
+    session: Session, cluster_id: int, *, locking: bool
+) -> dict[ServerType, PlacedServer]:
+    """The chosen server of each type (types without one with room are missing)."""
+    rows = session.execute(_LOCKED_FIRSTS if locking else _FIRSTS, {"p_cluster": cluster_id})
+    return {row.server_type: PlacedServer(row.id, row.name, row.server_type) for row in rows}
+
+
+_LOCK_WITH_ROOM = (
+    select(Server.id)
+    .where(
+        Server.id.in_(bindparam("p_ids", expanding=True)),
+        Server.is_enabled.is_(True),
+        _HAS_ROOM,
     )
-    return session.scalars(query).first()
+    .order_by(Server.id)
+    .with_for_update()
+)
+
+
+def _lock_with_room(session: Session, servers: dict[ServerType, PlacedServer]) -> bool:
+    """Lock the chosen servers (in id order: no deadlock between two launches); True if
+    each still has room."""
+    ids = sorted({server.id for server in servers.values()})
+    return len(session.execute(_LOCK_WITH_ROOM, {"p_ids": ids}).all()) == len(ids)
 
 
 def place(session: Session, cluster_id: int) -> Placement:
     """Choose servers for one new instance of the cluster, holding the locks until commit."""
-    cluster = _lock_cluster(session, cluster_id)
+    dialect = session.get_bind().dialect.name
+    cluster = _lock_cluster(session, cluster_id, dialect)
     if cluster.max_instances is not None and cluster.instance_count >= cluster.max_instances:
         raise NoCapacity(
             f"cluster '{cluster.name}' is full ({cluster.instance_count} of "
             f"{cluster.max_instances} instances)"
         )
-    servers = {}
-    for server_type in ServerType:
-        # PostgreSQL re-checks a row it waited to lock and may then return none (a
-        # server shared with another cluster filled up meanwhile): ask again.
-        server = None
-        for _attempt in range(3):
-            server = _least_loaded(session, cluster.id, server_type)
-            if server is not None:
-                break
-        if server is None:
-            raise NoCapacity(
-                f"cluster '{cluster.name}' has no enabled {server_type.value} server with room"
-            )
-        servers[server_type] = server
-    return Placement(cluster=cluster, servers=servers)
+    servers: dict[ServerType, PlacedServer] = {}
+    for _attempt in range(ATTEMPTS):
+        servers = _least_loaded(session, cluster.id, locking=dialect in ("mysql", "mariadb"))
+        for server_type in ServerType:
+            if server_type not in servers:
+                raise NoCapacity(
+                    f"cluster '{cluster.name}' has no enabled {server_type.value} server with room"
+                )
+        if dialect == "sqlite" or _lock_with_room(session, servers):
+            return Placement(cluster=cluster, servers=servers)
+    raise NoCapacity(f"cluster '{cluster.name}': its servers are filling up; try again")

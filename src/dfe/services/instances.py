@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from dfe.db.base import utcnow
 from dfe.enums import ProvisionState
@@ -74,7 +74,12 @@ def find_instance(
     """The status of a live or archived instance the caller may see; NotFound otherwise
     (also for someone else's instance: its existence is not revealed)."""
     name = name.strip().lower()
-    live = session.scalar(instance_query(owner_id, only_id).where(Instance.name == name))
+    live = session.scalar(
+        instance_query(owner_id, only_id)
+        .where(Instance.name == name)
+        # The view shows no secret: spare their decryption.
+        .options(defer(Instance.db_password), defer(Instance.api_key))
+    )
     if live is not None:
         return instance_public(session, live)
     archive = ARCHIVED_TABLES[Instance.__table__]  # type: ignore[index]
@@ -113,12 +118,32 @@ def _archived_public(session: Session, row: Any) -> InstancePublic:
     )
 
 
+class ClusterRef(Protocol):
+    """A cluster as placement hands it over (a `Cluster` row will do)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def subdomain(self) -> str: ...
+
+
+class ServerRef(Protocol):
+    """A server as placement hands it over (a `Server` row will do)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def server_type(self) -> ServerType: ...
+
+
 def create_instance_record(
     session: Session,
     name: str,
     user: User,
-    cluster: Cluster,
-    servers: dict[ServerType, Server],
+    cluster: ClusterRef,
+    servers: Mapping[ServerType, ServerRef],
 ) -> Instance:
     """Insert an instance placed on `servers`, with its guest row, assignments and key."""
     problem = instance_name_problem(name)

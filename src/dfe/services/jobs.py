@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfe.db.base import utcnow
@@ -49,46 +49,101 @@ def list_jobs(session: Session, *, limit: int = 50, status: JobStatus | None = N
     return list(session.scalars(query))
 
 
+# The worker's statements, built once (they run several times per job).
+_CLAIM = (
+    update(Job)
+    .where(
+        Job.id == bindparam("p_job"),
+        or_(
+            Job.status == JobStatus.QUEUED,
+            and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < bindparam("p_now")),
+        ),
+    )
+    .values(
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        started_at=func.coalesce(Job.started_at, bindparam("p_now")),
+        lease_expires_at=bindparam("p_until"),
+        message=None,
+        updated_at=bindparam("p_now"),
+    )
+    .execution_options(synchronize_session=False)
+)
+_ADVANCE = (
+    update(Job)
+    .where(Job.id == bindparam("p_job"))
+    .values(
+        step=bindparam("p_step"),
+        progress=bindparam("p_progress"),
+        lease_expires_at=bindparam("p_until"),
+        updated_at=bindparam("p_now"),
+    )
+    .execution_options(synchronize_session=False)
+)
+_FINISH = (
+    update(Job)
+    .where(Job.id == bindparam("p_job"))
+    .values(
+        status=bindparam("p_status"),
+        step=bindparam("p_step"),
+        progress=bindparam("p_progress"),
+        message=bindparam("p_message"),
+        finished_at=bindparam("p_now"),
+        lease_expires_at=None,
+        updated_at=bindparam("p_now"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def claim(session: Session, job_id: int, lease: timedelta) -> bool:
     """Take a job to run: atomically, so two workers (or a worker and `dfe reconcile`)
     never run one job at once. Only a queued job, or a running one whose lease ran
     out, can be taken. True if this caller has it now."""
     now = utcnow()
     taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        update(Job)
-        .where(
-            Job.id == job_id,
-            or_(
-                Job.status == JobStatus.QUEUED,
-                and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
-            ),
-        )
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now),
-            lease_expires_at=now + lease,
-            message=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+        _CLAIM, {"p_job": job_id, "p_now": now, "p_until": now + lease}
     )
     return bool(taken.rowcount)
 
 
-def advance(job: Job, step: str, progress: int, lease: timedelta) -> None:
-    job.step = step
-    job.progress = progress
-    job.lease_expires_at = utcnow() + lease
+def advance(session: Session, job_id: int, step: str, progress: int, lease: timedelta) -> None:
+    """Record a running job's step and renew its lease (one UPDATE)."""
+    now = utcnow()
+    session.execute(
+        _ADVANCE,
+        {
+            "p_job": job_id,
+            "p_step": step,
+            "p_progress": progress,
+            "p_until": now + lease,
+            "p_now": now,
+        },
+    )
 
 
-def finish(job: Job, status: JobStatus, message: str | None = None) -> None:
-    job.status = status
-    job.message = message
-    job.progress = 100 if status is JobStatus.SUCCEEDED else job.progress
-    job.step = "done" if status is JobStatus.SUCCEEDED else job.step
-    job.finished_at = utcnow()
-    job.lease_expires_at = None
+def finish(
+    session: Session,
+    job_id: int,
+    status: JobStatus,
+    message: str | None = None,
+    *,
+    step: str = "done",
+    progress: int = 100,
+) -> None:
+    """End a job (one UPDATE): succeeded (step "done", progress 100), or failed with
+    `message` at the `step` and `progress` where it stopped. Every job ends here."""
+    session.execute(
+        _FINISH,
+        {
+            "p_job": job_id,
+            "p_status": status,
+            "p_step": step,
+            "p_progress": progress,
+            "p_message": message,
+            "p_now": utcnow(),
+        },
+    )
 
 
 def stale_jobs(session: Session) -> list[Job]:

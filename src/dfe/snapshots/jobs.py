@@ -164,7 +164,7 @@ def run_export(runner: JobRunner, job_id: int) -> None:
                 job_id=job_id,
             )
             job.payload = {**job.payload, "snapshot_id": snapshot.id}
-            jobs.finish(job, JobStatus.SUCCEEDED)
+            jobs.finish(session, job.id, JobStatus.SUCCEEDED)
     except BaseException:
         written.path.unlink(missing_ok=True)
         raise
@@ -225,7 +225,7 @@ def run_import(runner: JobRunner, job_id: int) -> None:
         job = jobs.get_job(session, job_id)
         instance = session.get_one(Instance, job.instance_id)
         instance.updated_at = utcnow()  # the web tier drops what it cached of the old data
-        jobs.finish(job, JobStatus.SUCCEEDED)
+        jobs.finish(session, job.id, JobStatus.SUCCEEDED)
     log.info("snapshot imported", job_id=job_id, instance=where.name)
 
 
@@ -330,5 +330,5 @@ def run_move(runner: JobRunner, job_id: int) -> None:
     except ProvisioningError as error:
         log.warning("old database not dropped", job_id=job_id, error=str(error))
     with runner.database.transaction(actor=f"worker:job {job_id}") as session:
-        jobs.finish(jobs.get_job(session, job_id), JobStatus.SUCCEEDED)
+        jobs.finish(session, job_id, JobStatus.SUCCEEDED)
     log.info("instance moved", job_id=job_id, instance=name)

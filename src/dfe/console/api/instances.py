@@ -173,10 +173,11 @@ def launch_instance(
         raise InvalidInput("owner: name the user who will own the instance")
     cluster = infrastructure.get_cluster(session, data.cluster or settings.default_cluster)
     instance, job = engine.launch(session, owner, data.name, cluster.id)
+    name, job_id = instance.name, job.id  # read before expire_all: no reload
     session.commit()
-    request.app.state.dispatcher.dispatch(job.id)
+    request.app.state.dispatcher.dispatch(job_id)
     session.expire_all()
-    return _launched(session, instance.name, job.id)
+    return _launched(session, name, job_id)
 
 
 @router.delete(
@@ -193,11 +194,11 @@ def delete_instance(
 ) -> Any:
     instances.find_instance(session, name, **_scope(principal))  # 404 unless visible
     job = engine.request_deprovision(session, name)
-    instance_name = job.instance_name or name
+    instance_name, job_id = job.instance_name or name, job.id
     session.commit()
-    request.app.state.dispatcher.dispatch(job.id)
+    request.app.state.dispatcher.dispatch(job_id)
     session.expire_all()
-    return _launched(session, instance_name, job.id)
+    return _launched(session, instance_name, job_id)
 
 
 def _launched(session: SessionDep, name: str, job_id: int) -> InstanceLaunched:

@@ -15,6 +15,10 @@ from dfe.provisioning.errors import DriverError
 from dfe.provisioning.names import DEFAULT_PREFIX, validate_identifier
 
 CONNECT_TIMEOUT = 5  # seconds: a server that is down must fail a job quickly, not hang it
+# Admin connections kept open per driver between jobs (more are opened under load and
+# closed after use); each is checked with a ping before use, so one the server dropped
+# (a restart) is replaced instead of failing a job.
+ADMIN_POOL = {"pool_size": 1, "max_overflow": 16, "pool_pre_ping": True, "pool_recycle": 600}
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class DatabaseDriver(Protocol):
 
     def size_bytes(self, database_name: str) -> int | None:
         """The database's size on disk (usage metrics); None when it does not exist."""
+
+    def close(self) -> None:
+        """Close the admin connections the driver keeps (it may still be used after)."""
 
 
 def check_names(database_name: str, user_name: str, *, max_user: int = 63) -> None:

@@ -14,9 +14,10 @@ import pymysql
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from dfe.provisioning.drivers.base import (
+    ADMIN_POOL,
     CONNECT_TIMEOUT,
     AdminConnection,
     DatabaseState,
@@ -41,7 +42,7 @@ class MysqlDriver:
 
     kind = "mysql"
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, pooled: bool = False) -> None:
         self.host = config_text(config, "host", self.kind)
         self.port = config_port(config, 3306)
         self.admin_user = config_text(config, "admin_user", self.kind)
@@ -58,10 +59,13 @@ class MysqlDriver:
         )
         self._engine = create_engine(
             admin_url,
-            poolclass=NullPool,
+            **({"poolclass": QueuePool, **ADMIN_POOL} if pooled else {"poolclass": NullPool}),
             isolation_level="AUTOCOMMIT",
             hide_parameters=True,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT},
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT,
+                "init_command": f"SET SESSION lock_wait_timeout = {LOCK_WAIT_TIMEOUT}",
+            },
         )
         self._errors = AdminConnection(f"mysql server {self.host}:{self.port}", [admin_password])
 
@@ -71,7 +75,6 @@ class MysqlDriver:
             connection = self._engine.connect()
         try:
             with self._errors.step(action, *secrets):
-                connection.execute(text(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_TIMEOUT}"))
                 yield connection
         finally:
             connection.close()
@@ -172,6 +175,9 @@ class MysqlDriver:
             )
             size = connection.execute(query, {"name": database_name}).scalar()
         return int(size or 0)
+
+    def close(self) -> None:
+        self._engine.dispose()
 
     def url_for(self, database: InstanceDatabase) -> str:
         url = URL.create(

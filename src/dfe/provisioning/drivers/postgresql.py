@@ -17,9 +17,10 @@ from psycopg import errors as pg_errors
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from dfe.provisioning.drivers.base import (
+    ADMIN_POOL,
     CONNECT_TIMEOUT,
     AdminConnection,
     DatabaseState,
@@ -37,7 +38,7 @@ class PostgresqlDriver:
 
     kind = "postgresql"
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, pooled: bool = False) -> None:
         self.host = config_text(config, "host", self.kind)
         self.port = config_port(config, 5432)
         self.admin_user = config_text(config, "admin_user", self.kind)
@@ -60,7 +61,7 @@ class PostgresqlDriver:
         )
         self._engine = create_engine(
             admin_url,
-            poolclass=NullPool,
+            **({"poolclass": QueuePool, **ADMIN_POOL} if pooled else {"poolclass": NullPool}),
             isolation_level="AUTOCOMMIT",
             hide_parameters=True,
             connect_args={"connect_timeout": CONNECT_TIMEOUT},
@@ -97,11 +98,6 @@ class PostgresqlDriver:
         query = text("SELECT 1 FROM pg_roles WHERE rolname = :name")
         return connection.execute(query, {"name": name}).first() is not None
 
-    @staticmethod
-    def _is_superuser(connection: Connection) -> bool:
-        query = text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        return bool(connection.execute(query).scalar())
-
     def check(self) -> None:
         with self._admin("check") as (connection, _):
             query = text(
@@ -124,7 +120,17 @@ class PostgresqlDriver:
             set_password = SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
                 role, Literal(verifier.decode())
             )
-            if self._role_exists(connection, user_name):
+            # What is there already (an earlier attempt may have left part), in one round trip.
+            found = connection.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :user),"
+                    " EXISTS (SELECT 1 FROM pg_database WHERE datname = :database),"
+                    " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                ),
+                {"user": user_name, "database": database_name},
+            ).one()
+            role_exists, database_exists, superuser = found
+            if role_exists:
                 self._run(raw, set_password)  # left by an earlier attempt: take the new password
             else:
                 try:
@@ -137,13 +143,16 @@ class PostgresqlDriver:
                 # A parallel retry won the race (which PostgreSQL may report either way).
                 except (pg_errors.DuplicateObject, pg_errors.UniqueViolation):
                     self._run(raw, set_password)
-            if not self._is_superuser(connection):
+            if not superuser:
                 # CREATE DATABASE ... OWNER needs the admin to be a member of the owner.
                 self._run(raw, SQL("GRANT {} TO CURRENT_USER").format(role))
-            if not self._database_exists(connection, database_name):
+            created = False
+            if not database_exists:
                 with suppress(pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
                     self._run(raw, SQL("CREATE DATABASE {} OWNER {}").format(database, role))
-            self._run(raw, SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
+                    created = True
+            if not created:  # left by an earlier attempt (or a parallel one): make it ours
+                self._run(raw, SQL("ALTER DATABASE {} OWNER TO {}").format(database, role))
             # Only the owner (and superusers) may connect: no instance reaches another's data.
             self._run(raw, SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
         return InstanceDatabase(
@@ -188,6 +197,9 @@ class PostgresqlDriver:
                 text("SELECT pg_database_size(:name)"), {"name": database_name}
             ).scalar()
         return int(size or 0)
+
+    def close(self) -> None:
+        self._engine.dispose()
 
     def url_for(self, database: InstanceDatabase) -> str:
         url = URL.create(

@@ -30,7 +30,7 @@ _COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps next to a datab
 class SqliteDriver:
     kind = "sqlite"
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, pooled: bool = False) -> None:
         self.directory = Path(os.path.abspath(config_text(config, "path", self.kind)))
         self._errors = AdminConnection(f"sqlite directory {self.directory}", [])
 
@@ -97,6 +97,9 @@ class SqliteDriver:
                 for suffix in ("", *_COMPANIONS)
                 if Path(f"{path}{suffix}").is_file()
             )
+
+    def close(self) -> None:
+        """Nothing to close: files are opened per call."""
 
     def url_for(self, database: InstanceDatabase) -> str:
         path = self.file_for(database.database_name)

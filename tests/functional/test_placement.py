@@ -4,7 +4,7 @@ The rules, written independently of the code under test: for each server type, a
 the cluster's enabled servers of that type with room (no capacity, or fewer instances
 than it), the least loaded (instances / capacity; none = 0), then the fewest instances,
 then the name; NoCapacity exactly when the cluster is full or a type has no candidate.
-Rows are built in a transaction of the SQLite `db` fixture and rolled back after each
+Rows are built in a transaction of the `db` fixture (every engine) and rolled back after each
 example; the counters are set directly (placement reads them, triggers keep them).
 """
 
