@@ -1,7 +1,7 @@
 """Browser tests: real Console, worker and Dashboard processes on loopback, driven by
 Debian's Chromium through Playwright (never a downloaded browser).
 
-One stack per test module (on each xdist worker that runs some of its tests): `dfe
+One stack per test session (on each xdist worker that runs browser tests): `dfe
 setup` in a temporary data directory, then `dfe serve console`, `dfe worker` and
 `dfe serve dashboard`, each a separate process on a free port, stopped at the end. Without /usr/bin/chromium the
 browser tests are skipped on a laptop and fail in CI (CI=true).
@@ -40,7 +40,8 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 VIEWPORT = {"width": 1100, "height": 800}
 PASSWORD = "correct-horse-battery"
 ADMIN_EMAIL = "admin@example.com"
-STARTUP_SECONDS = 40
+# Generous: on a loaded machine four Python processes take a while to import and bind.
+STARTUP_SECONDS = 120
 
 expect.set_options(timeout=15_000)
 
@@ -178,7 +179,7 @@ def _environment(root: Path, **ports: int) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Console, worker and Dashboard, set up with `dfe setup --local-cluster`."""
     root = tmp_path_factory.mktemp("dfe-browser")

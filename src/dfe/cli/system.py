@@ -235,6 +235,8 @@ def up(
     stdout.print(f"Dashboard: http://{config.dashboard_host}:{config.dashboard_port}/")
     web_tier = subprocess.Popen([sys.executable, "-m", "dfe", "serve", "host"])
     stdout.print(f"Instances: http://<name>.{config.host_subdomains[0]}:{config.host_port}/api")
+    if not config.smtp_url:
+        stdout.print(f"Mail: written as .eml files into {config.effective_outbox_dir}")
     try:
         serve_console(host=None, port=None, workers=1)
     finally:
