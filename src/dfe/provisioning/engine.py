@@ -129,7 +129,7 @@ class _Work:
 
 
 RECORD_STEP_AFTER = 0.5  # seconds since the last recorded step before the next one is recorded
-_FIRST_STEP = {JobKind.PROVISION: ("database", 20), JobKind.DEPROVISION: ("database", 30)}
+FIRST_STEP = ("database", 20)  # of provisioning and deprovisioning alike; set by the claim
 SNAPSHOT_KINDS = (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE)
 
 
@@ -138,8 +138,8 @@ class JobRunner:
     """Runs provisioning jobs against a database; `on_step` is told each step before it
     starts (tests kill the process there).
 
-    A job is two or three transactions: (1) claim it and prepare (the instance's state,
-    its password, where its parts go, the first step); (2) record the middle step, when
+    A job is two or three transactions: (1) claim it at its first step and prepare (the
+    instance's state, its password, where its parts go); (2) record the middle step, when
     the first took a while; (3) finish: the instance's end state and the job's, together.
     Each step is idempotent, so a job whose worker died is run again from the start
     (`reconcile`).
@@ -155,10 +155,16 @@ class JobRunner:
 
     def run(self, job_id: int) -> JobStatus:
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            if not jobs.claim(session, job_id, self.lease):
+            step, progress = FIRST_STEP
+            if not jobs.claim(session, job_id, self.lease, step=step, progress=progress):
                 # Done already, or another worker holds a live lease on it.
                 return jobs.get_job(session, job_id).status
-            work = self._prepare(session, jobs.get_job(session, job_id))
+            job, instance = session.execute(
+                select(Job, Instance)
+                .outerjoin(Instance, Instance.id == Job.instance_id)
+                .where(Job.id == job_id)
+            ).one()
+            work = self._prepare(session, job, instance)
         log.info("job started", job_id=job_id, kind=work.kind.value)
         try:
             if work.problem is not None:
@@ -192,15 +198,14 @@ class JobRunner:
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
             jobs.advance(session, job_id, step, progress, self.lease)
 
-    def _prepare(self, session: Session, job: Job) -> _Work:
-        """In the claiming transaction: read what the job needs, mark the instance, and
-        record the first step. A failure here is kept for `run` to fail the job with."""
-        work = _Work(job.kind, job.instance_id)
-        instance = session.get(Instance, job.instance_id) if job.instance_id else None
+    def _prepare(self, session: Session, job: Job, instance: Instance | None) -> _Work:
+        """In the claiming transaction: read what the job needs and mark the instance.
+        A failure here is kept for `run` to fail the job with."""
+        work = _Work(job.kind, job.instance_id, step=FIRST_STEP[0], progress=FIRST_STEP[1])
         if job.kind in SNAPSHOT_KINDS:
             return work  # `dfe.snapshots.jobs` reads what it needs itself
         try:
-            if job.kind not in _FIRST_STEP:
+            if job.kind not in (JobKind.PROVISION, JobKind.DEPROVISION):
                 raise ProvisioningError(f"jobs of kind {job.kind.value} are not supported yet")
             if instance is None:
                 if job.kind is JobKind.PROVISION:
@@ -219,8 +224,6 @@ class JobRunner:
             if instance.api_key is None:  # an instance recorded before keys existed
                 instance.api_key = new_api_key()
             work.password = instance.db_password
-        work.step, work.progress = _FIRST_STEP[job.kind]
-        jobs.advance(session, job.id, work.step, work.progress, self.lease)
         return work
 
     def _step(self, job_id: int, work: _Work, step: str, progress: int) -> None:
@@ -299,7 +302,7 @@ class JobRunner:
             if work.kind in SNAPSHOT_KINDS:  # their steps were recorded by `step`
                 recorded = jobs.get_job(session, job_id)
                 work.step, work.progress = recorded.step or work.step, recorded.progress
-            if work.instance_id is not None and work.kind in _FIRST_STEP:
+            if work.instance_id is not None and work.kind not in SNAPSHOT_KINDS:
                 session.execute(
                     update(Instance)
                     .where(Instance.id == work.instance_id)

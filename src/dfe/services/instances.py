@@ -68,20 +68,30 @@ def instance_query(owner_id: int | None = None, only_id: int | None = None) -> S
     return query
 
 
+# The names of an instance's three servers, in the instance's own query.
+_SERVER_NAMES = [
+    select(Server.name).where(Server.id == column).scalar_subquery()
+    for column in (Instance.db_server_id, Instance.web_server_id, Instance.app_server_id)
+]
+
+
 def find_instance(
     session: Session, name: str, owner_id: int | None = None, only_id: int | None = None
 ) -> InstancePublic:
     """The status of a live or archived instance the caller may see; NotFound otherwise
     (also for someone else's instance: its existence is not revealed)."""
     name = name.strip().lower()
-    live = session.scalar(
+    found = session.execute(
         instance_query(owner_id, only_id)
+        .add_columns(*_SERVER_NAMES)
         .where(Instance.name == name)
         # The view shows no secret: spare their decryption.
         .options(defer(Instance.db_password), defer(Instance.api_key))
-    )
-    if live is not None:
-        return instance_public(session, live)
+    ).first()
+    if found is not None:
+        live, *names = found
+        server_ids = (live.db_server_id, live.web_server_id, live.app_server_id)
+        return _public(live, dict(zip(server_ids, names, strict=True)))
     archive = ARCHIVED_TABLES[Instance.__table__]  # type: ignore[index]
     query = select(archive).where(archive.c.name == name)
     if owner_id is not None:

@@ -61,6 +61,8 @@ _CLAIM = (
     )
     .values(
         status=JobStatus.RUNNING,
+        step=bindparam("p_step"),
+        progress=bindparam("p_progress"),
         attempts=Job.attempts + 1,
         started_at=func.coalesce(Job.started_at, bindparam("p_now")),
         lease_expires_at=bindparam("p_until"),
@@ -96,13 +98,16 @@ _FINISH = (
 )
 
 
-def claim(session: Session, job_id: int, lease: timedelta) -> bool:
-    """Take a job to run: atomically, so two workers (or a worker and `dfe reconcile`)
-    never run one job at once. Only a queued job, or a running one whose lease ran
-    out, can be taken. True if this caller has it now."""
+def claim(
+    session: Session, job_id: int, lease: timedelta, *, step: str = "started", progress: int = 0
+) -> bool:
+    """Take a job to run, at its first `step`: atomically, so two workers (or a worker
+    and `dfe reconcile`) never run one job at once. Only a queued job, or a running one
+    whose lease ran out, can be taken. True if this caller has it now."""
     now = utcnow()
+    values = {"p_job": job_id, "p_now": now, "p_until": now + lease}
     taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        _CLAIM, {"p_job": job_id, "p_now": now, "p_until": now + lease}
+        _CLAIM, {**values, "p_step": step, "p_progress": progress}
     )
     return bool(taken.rowcount)
 
