@@ -40,7 +40,7 @@ def test_overview_counts_and_failed_jobs(estate):
     with estate.transaction(actor="test") as s:
         beta = instances.get_instance(s, "beta")
         failed = jobs.create_job(s, JobKind.PROVISION, beta)
-        jobs.finish(failed, JobStatus.FAILED, "no room on db-1")
+        jobs.finish(s, failed.id, JobStatus.FAILED, "no room on db-1")
         beta.provision_state = ProvisionState.PROVISIONING_ERROR
         jobs.create_job(s, JobKind.PROVISION, instances.get_instance(s, "gamma"))
     with estate.session() as s:
@@ -98,7 +98,8 @@ def test_retry_a_failed_job(estate):
         first = jobs.create_job(s, JobKind.PROVISION, alpha)
         with pytest.raises(Conflict, match="only a failed job"):
             operations.retry_job(s, first.id)
-        jobs.finish(first, JobStatus.FAILED, "boom")
+        jobs.finish(s, first.id, JobStatus.FAILED, "boom")
+        s.expire(first)  # finish is one UPDATE statement, past the session's objects
         with pytest.raises(Conflict, match="cannot be retried now"):
             operations.retry_job(s, first.id)  # the instance is not in an error state
         alpha.provision_state = ProvisionState.PROVISIONING_ERROR

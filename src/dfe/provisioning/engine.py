@@ -104,8 +104,12 @@ class Resources:
         if web_server.mount is None:
             raise ProvisioningError(f"web server '{web_server.name}' has no mount for storage")
         database_name, user_name = instance_database_names(instance.name, instance.id)
+        try:
+            driver = server_driver(db_server.host, db_server.config)
+        except ValueError as error:  # a config naming no known driver, or a bad setting
+            raise ProvisioningError(f"db server '{db_server.name}': {error}") from None
         return cls(
-            driver=server_driver(db_server.host, db_server.config),
+            driver=driver,
             database_name=database_name,
             user_name=user_name,
             storage=LocalStorage(web_server.mount.root_path),
