@@ -354,14 +354,17 @@ def _stage_table(
     width = len(schema[index - 1]["columns"])
     digest = hashlib.sha256()
     rows = 0
+    where = f"table {schema[index - 1]['name']!r}"
     with _write_staged(path) as out:
-        for line in data:
-            if not line.endswith(b"\n"):
+        while lines := data.readlines(CHUNK):
+            if not lines[-1].endswith(b"\n"):
                 raise SnapshotError(f"{name}: the last row is cut short")
-            parse_line(line, width, f"table {schema[index - 1]['name']!r}")
-            digest.update(line)
-            out.write(line)
-            rows += 1
+            for line in lines:
+                parse_line(line, width, where)
+            chunk = b"".join(lines)
+            digest.update(chunk)
+            out.write(chunk)
+            rows += len(lines)
     return {"rows": rows, "sha256": digest.hexdigest()}
 
 

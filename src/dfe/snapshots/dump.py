@@ -42,12 +42,12 @@ from dfe.snapshots.errors import SnapshotError
 from dfe.snapshots.format import (
     NAME,
     from_canonical,
+    lines_encoder,
     portable_type,
-    row_encoder,
     sql_type,
 )
 
-BATCH_ROWS = 2000
+BATCH_ROWS = 5000
 CONNECT_TIMEOUT = 10
 
 
@@ -209,31 +209,31 @@ def _reader(description: dict[str, Any]) -> Any:
     return select(*[source.c[n] for n in names]).order_by(*[source.c[n] for n in order])
 
 
-def dump_rows(connection: Connection, description: dict[str, Any]) -> Iterator[bytes]:
-    """The table's canonical lines, in primary-key order, read in batches."""
-    encode = row_encoder(description["columns"], engine_kind(connection.engine))
+def dump_chunks(connection: Connection, description: dict[str, Any]) -> Iterator[tuple[bytes, int]]:
+    """The table's canonical lines in primary-key order, a batch at a time: (the batch's
+    lines as one bytes, its row count)."""
+    encode = lines_encoder(description["columns"], engine_kind(connection.engine))
     result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(
         _reader(description)
     )
     for partition in result.partitions():
-        yield from map(encode, partition)
+        yield encode(partition), len(partition)
+
+
+def dump_rows(connection: Connection, description: dict[str, Any]) -> Iterator[bytes]:
+    """The table's canonical lines, in primary-key order, read in batches."""
+    for chunk, rows in dump_chunks(connection, description):
+        if rows:
+            yield from (line + b"\n" for line in chunk[:-1].split(b"\n"))
 
 
 def dump_table(connection: Connection, description: dict[str, Any], out: IO[bytes]) -> TableSum:
     digest = hashlib.sha256()
     rows = 0
-    buffer: list[bytes] = []
-    for line in dump_rows(connection, description):
-        buffer.append(line)
-        rows += 1
-        if len(buffer) >= BATCH_ROWS:
-            chunk = b"".join(buffer)
-            digest.update(chunk)
-            out.write(chunk)
-            buffer.clear()
-    chunk = b"".join(buffer)
-    digest.update(chunk)
-    out.write(chunk)
+    for chunk, count in dump_chunks(connection, description):
+        digest.update(chunk)
+        out.write(chunk)
+        rows += count
     return TableSum(rows, digest.hexdigest())
 
 
@@ -248,9 +248,9 @@ def checksum_database(
             for description in described:
                 digest = hashlib.sha256()
                 rows = 0
-                for line in dump_rows(connection, description):
-                    digest.update(line)
-                    rows += 1
+                for chunk, count in dump_chunks(connection, description):
+                    digest.update(chunk)
+                    rows += count
                 sums[description["name"]] = TableSum(rows, digest.hexdigest())
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot read the instance database: {describe(error)}") from None
@@ -260,12 +260,22 @@ def checksum_database(
 # Rows in
 
 
-_DECODE = json.JSONDecoder().decode
+_DECODER = json.JSONDecoder()
+_DECODE = _DECODER.decode
+_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[attr-defined]
 
 
 def parse_line(line: bytes, width: int, where: str) -> list[Any]:
     try:
-        values = _DECODE(line.decode())
+        text = line.decode()
+        try:
+            # Fast path (a line as written: one array, then its newline); anything else is
+            # judged by the full decoder, as json.loads would.
+            values, end = _SCAN(text, 0)
+            if end != len(text) - 1 or text[end] != "\n":
+                values = _DECODE(text)
+        except StopIteration:
+            values = _DECODE(text)
     except ValueError:
         raise SnapshotError(f"{where}: a row is not valid JSON") from None
     if not isinstance(values, list) or len(values) != width:
