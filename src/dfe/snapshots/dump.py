@@ -41,9 +41,9 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots.errors import SnapshotError
 from dfe.snapshots.format import (
     NAME,
-    from_canonical,
     lines_encoder,
     portable_type,
+    row_decoder,
     sql_type,
 )
 
@@ -292,19 +292,13 @@ def _batches(
     lines: Iterable[bytes], description: dict[str, Any], where: str, engine: str
 ) -> Iterator[list[list[Any]]]:
     columns = description["columns"]
-    converters = [
-        (index, from_canonical(column))
-        for index, column in enumerate(columns)
-        if engine == "sqlite" or column["type"] not in _SERVER_CHECKED
-    ]
+    decode = row_decoder(columns, frozenset() if engine == "sqlite" else _SERVER_CHECKED)
     width = len(columns)
     batch: list[list[Any]] = []
     for line in lines:
         values = parse_line(line, width, where)
         try:
-            for index, convert in converters:
-                values[index] = convert(values[index])
-            batch.append(values)
+            batch.append(decode(values))
         except (ValueError, TypeError):
             raise SnapshotError(f"{where}: a value does not fit its column's type") from None
         if len(batch) >= BATCH_ROWS:

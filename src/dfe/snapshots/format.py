@@ -300,8 +300,7 @@ def _from_str(value: Any) -> str:
     return value
 
 
-def from_canonical(column: dict[str, Any]) -> Callable[[Any], Any]:
-    """A function turning a canonical JSON value into what the column's type binds."""
+def _from_converter(column: dict[str, Any]) -> Callable[[Any], Any]:
     kind = column["type"]
     converters: dict[str, Callable[[Any], Any]] = {
         "integer": _from_int,
@@ -315,8 +314,29 @@ def from_canonical(column: dict[str, Any]) -> Callable[[Any], Any]:
         "text": _from_str,
         "binary": lambda v: base64.b64decode(_from_str(v), validate=True),
     }
-    convert = converters[kind]
+    return converters[kind]
+
+
+def from_canonical(column: dict[str, Any]) -> Callable[[Any], Any]:
+    """A function turning a canonical JSON value into what the column's type binds."""
+    convert = _from_converter(column)
     return lambda value: None if value is None else convert(value)
+
+
+def row_decoder(columns: list[dict[str, Any]], unchecked: frozenset[str]) -> Callable[[Any], Any]:
+    """`[from_canonical(column)(value) ...]` for a row's JSON values, generated for these
+    columns; values of the types in `unchecked` go as they are."""
+    namespace: dict[str, Any] = {}
+    values = []
+    for index, column in enumerate(columns):
+        if column["type"] in unchecked:
+            values.append(f"v[{index}]")
+        else:
+            namespace[f"c{index}"] = _from_converter(column)
+            values.append(f"(None if (x := v[{index}]) is None else c{index}(x))")
+    exec(f"def decode(v):\n    return [{', '.join(values)}]\n", namespace)  # noqa: S102
+    decode: Callable[[Any], Any] = namespace["decode"]
+    return decode
 
 
 def check_schema(tables: Any) -> list[dict[str, Any]]:
