@@ -3,6 +3,7 @@ or with entries that would leave the staging directory."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from dfe.snapshots import SnapshotError
-from dfe.snapshots.archive import stage_snapshot, write_snapshot
+from dfe.snapshots.archive import apply_staged, stage_snapshot, write_snapshot
 from dfe.snapshots.dump import checksum_database
 from dfe.snapshots.format import encode_row, from_canonical, to_canonical
 
@@ -240,3 +241,53 @@ def test_canonical_forms_are_fixed():
     assert to_canonical({"type": "decimal", "scale": 2})(Decimal("1.5")) == "1.50"
     assert to_canonical({"type": "boolean"})(1) is True
     assert to_canonical({"type": "number"})(float("nan")) == "NaN"
+
+
+# Loading: the tables are read back in the load's transaction.
+
+
+def _decimal_archive(tmp_path: Path, line: bytes) -> Path:
+    """An archive of one table (id, price NUMERIC(12, 2)) whose single row is `line`, with a
+    manifest that matches it (as a forger would make it)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'decimal.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, price NUMERIC(12, 2))"))
+        connection.execute(text("INSERT INTO t VALUES (1, 1.5)"))
+    written = write_snapshot(
+        tmp_path / "decimal.dfe.tar", instance_name="demo", engine=engine, files_root=None
+    )
+    engine.dispose()
+    sha = hashlib.sha256(line).hexdigest()
+    return rewrite(
+        written.path,
+        tmp_path / "forged.tar",
+        lambda found: replace(
+            "manifest.json", manifest_edit(lambda m: m["tables"][0].update(sha256=sha, rows=1))
+        )(replace("tables/0001.jsonl", lambda d: line)(found)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # PostgreSQL takes it (rounding to the column's scale): the read-back differs.
+        (b'[1,"1.234"]\n', "does not read back as the snapshot holds it"),
+        # PostgreSQL refuses it.
+        (b'[1,"lots"]\n', "table 't'"),
+    ],
+)
+def test_a_row_that_does_not_load_exactly_changes_nothing(server_database, tmp_path, line, message):
+    forged = _decimal_archive(tmp_path, line)
+    with open(forged, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")  # every checksum matches
+    target = create_engine(server_database("postgresql").url)
+    try:
+        with target.begin() as connection:
+            connection.execute(text("CREATE TABLE keep (id INTEGER PRIMARY KEY)"))
+            connection.execute(text("INSERT INTO keep VALUES (7)"))
+        before = checksum_database(target)
+        with pytest.raises(SnapshotError, match=message):
+            apply_staged(staged, target, None)
+        assert checksum_database(target) == before  # rolled back: still only `keep`
+    finally:
+        target.dispose()

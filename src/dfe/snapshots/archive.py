@@ -38,13 +38,13 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
-    checksum_database,
     describe_database,
     dump_table,
     engine_kind,
     load_table,
     parse_line,
     replace_schema,
+    table_sums,
 )
 from dfe.snapshots.errors import SnapshotError
 from dfe.snapshots.format import check_schema
@@ -456,20 +456,18 @@ def apply_staged(
                     description,
                     staged.table_lines(entry["member"]),
                 )
+            progress("verify", 85)
+            # Read back before the commit: on PostgreSQL and SQLite a difference rolls it all back.
+            _compare_sums(table_sums(connection, tables), staged.manifest["tables"])
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot load the snapshot's rows: {describe(error)}") from None
-    progress("verify", 85)
-    verify_tables(engine, tables, staged.manifest["tables"])
     if files_root is not None:
         progress("files", 90)
         replace_files(files_root, staged.files_directory)
 
 
-def verify_tables(
-    engine: Engine, tables: list[dict[str, Any]], expected: list[dict[str, Any]]
-) -> None:
-    """Read the tables back: their counts and checksums must be the manifest's."""
-    _, sums = checksum_database(engine, tables)
+def _compare_sums(sums: dict[str, TableSum], expected: list[dict[str, Any]]) -> None:
+    """The tables as read back must hold the manifest's counts and checksums."""
     for entry in expected:
         found = sums.get(entry["name"])
         if found is None or (found.rows, found.sha256) != (entry["rows"], entry["sha256"]):

@@ -241,20 +241,26 @@ def checksum_database(
     engine: Engine, tables: list[dict[str, Any]] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, TableSum]]:
     """The schema and each table's count and checksum, as an export would record them."""
-    sums: dict[str, TableSum] = {}
     try:
         with engine.connect() as connection:
             described = tables if tables is not None else describe_database(connection)
-            for description in described:
-                digest = hashlib.sha256()
-                rows = 0
-                for chunk, count in dump_chunks(connection, description):
-                    digest.update(chunk)
-                    rows += count
-                sums[description["name"]] = TableSum(rows, digest.hexdigest())
+            sums = table_sums(connection, described)
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot read the instance database: {describe(error)}") from None
     return described, sums
+
+
+def table_sums(connection: Connection, tables: list[dict[str, Any]]) -> dict[str, TableSum]:
+    """Each table's count and checksum, read through `connection` (inside its transaction)."""
+    sums: dict[str, TableSum] = {}
+    for description in tables:
+        digest = hashlib.sha256()
+        rows = 0
+        for chunk, count in dump_chunks(connection, description):
+            digest.update(chunk)
+            rows += count
+        sums[description["name"]] = TableSum(rows, digest.hexdigest())
+    return sums
 
 
 # Rows in
@@ -285,21 +291,30 @@ def parse_line(line: bytes, width: int, where: str) -> list[Any]:
 
 # Where the server checks these types itself (a string for an integer is refused), JSON's
 # values go as they are; SQLite stores anything anywhere, so there every value is checked.
-_SERVER_CHECKED = frozenset({"integer", "string", "text", "boolean"})
+# PostgreSQL's COPY parses the canonical text of numbers, decimals, dates and times itself;
+# whatever it makes of a value, the tables are read back and compared with the manifest in
+# the same transaction, so a value loaded differently rolls the import back.
+_SERVER_CHECKED = {
+    "sqlite": frozenset[str](),
+    "mysql": frozenset({"integer", "string", "text", "boolean"}),
+    "postgresql": frozenset(
+        {"integer", "string", "text", "boolean", "number", "decimal", "datetime", "date", "time"}
+    ),
+}
 
 
 def _batches(
     lines: Iterable[bytes], description: dict[str, Any], where: str, engine: str
 ) -> Iterator[list[list[Any]]]:
     columns = description["columns"]
-    decode = row_decoder(columns, frozenset() if engine == "sqlite" else _SERVER_CHECKED)
+    decode = row_decoder(columns, _SERVER_CHECKED.get(engine, frozenset()))
     width = len(columns)
     batch: list[list[Any]] = []
     for line in lines:
         values = parse_line(line, width, where)
         try:
             batch.append(decode(values))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, ArithmeticError):  # decimal.InvalidOperation
             raise SnapshotError(f"{where}: a value does not fit its column's type") from None
         if len(batch) >= BATCH_ROWS:
             yield batch
@@ -348,10 +363,14 @@ def _copy_rows(
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(target.name), sql.SQL(", ").join(sql.Identifier(n) for n in names)
     )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for batch in batches:
-            for row in batch:
-                copy.write_row(row)
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for batch in batches:
+                for row in batch:
+                    copy.write_row(row)
+    except psycopg.Error as error:
+        # The server refused a value (or a key twice): the transaction is rolled back.
+        raise SnapshotError(f"table {target.name!r}: {describe(error)}") from None
 
 
 def _advance_sequence(connection: Connection, target: Table, key: str) -> None:
