@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from dfe.snapshots import SnapshotError
 from dfe.snapshots.archive import apply_staged, stage_snapshot, write_snapshot
-from dfe.snapshots.dump import checksum_database
+from dfe.snapshots.dump import checksum_database, describe_database
 from dfe.snapshots.format import encode_row, from_canonical, to_canonical
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
@@ -291,3 +291,36 @@ def test_a_row_that_does_not_load_exactly_changes_nothing(server_database, tmp_p
         assert checksum_database(target) == before  # rolled back: still only `keep`
     finally:
         target.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_indexes_are_made_after_the_rows_and_kept(server_database, tmp_path, kind):
+    engine = create_engine(f"sqlite:///{tmp_path / 'indexed.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, u INTEGER)"))
+        connection.execute(text("CREATE INDEX ix_t_n ON t (n)"))
+        connection.execute(text("CREATE UNIQUE INDEX ux_t_u ON t (u)"))
+        connection.execute(text("INSERT INTO t VALUES (1, 5, 1), (2, 5, 2)"))
+    written = write_snapshot(
+        tmp_path / "indexed.dfe.tar", instance_name="demo", engine=engine, files_root=None
+    )
+    with open(written.path, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")
+    url = (
+        f"sqlite:///{tmp_path / 'target.db'}"
+        if kind == "sqlite"
+        else server_database("postgresql").url
+    )
+    target = create_engine(url)
+    try:
+        apply_staged(staged, target, None)
+        with engine.connect() as before, target.connect() as after:
+            kept = ("primary_key", "unique", "indexes")
+            assert [{k: t[k] for k in kept} for t in describe_database(after)] == [
+                {k: t[k] for k in kept} for t in describe_database(before)
+            ]
+            assert describe_database(after)[0]["indexes"] == [{"columns": ["n"]}]
+        assert checksum_database(target)[1] == checksum_database(engine)[1]
+    finally:
+        target.dispose()
+        engine.dispose()

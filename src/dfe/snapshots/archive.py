@@ -38,6 +38,7 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
+    create_indexes,
     describe_database,
     dump_table,
     engine_kind,
@@ -456,6 +457,7 @@ def apply_staged(
                     description,
                     staged.table_lines(entry["member"]),
                 )
+            create_indexes(connection, built)
             progress("verify", 85)
             # Read back before the commit: on PostgreSQL and SQLite a difference rolls it all back.
             _compare_sums(table_sums(connection, tables), staged.manifest["tables"])
