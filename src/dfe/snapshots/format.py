@@ -244,14 +244,21 @@ def lines_encoder(columns: list[dict[str, Any]], engine: str) -> Callable[[Any],
     bytes: `b"".join(encode_row(canonical values) for each row)`, made fast with a
     function generated for these columns (no per-value type dispatch or loop)."""
     native = _NATIVE.get(engine, frozenset())
-    namespace: dict[str, Any] = {"_encode": _ENCODE_FAST}
+    namespace: dict[str, Any] = {"_encode": _ENCODE_FAST, "_datetime": datetime}
+    # Inline fast paths for what drivers usually give (the converter handles the rest).
+    inline = {
+        "datetime": "x.isoformat(timespec='microseconds')"
+        " if type(x) is _datetime and x.tzinfo is None else ",
+        "number": "x if type(x) is float and x - x == 0.0 else ",
+    }
     values = []
     for index, column in enumerate(columns):
         if column["type"] in native:
             values.append(f"r[{index}]")
         else:
             namespace[f"c{index}"] = _converter(column)
-            values.append(f"(None if r[{index}] is None else c{index}(r[{index}]))")
+            fast = inline.get(column["type"], "")
+            values.append(f"(None if (x := r[{index}]) is None else {fast}c{index}(x))")
     source = (
         "def encode(rows):\n"
         f"    lines = [_encode([{', '.join(values)}]) for r in rows]\n"
