@@ -3,6 +3,7 @@ or with entries that would leave the staging directory."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,9 +19,9 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from dfe.snapshots import SnapshotError
-from dfe.snapshots.archive import stage_snapshot, write_snapshot
-from dfe.snapshots.dump import checksum_database
-from dfe.snapshots.format import encode_row, from_canonical, to_canonical
+from dfe.snapshots.archive import apply_staged, stage_snapshot, write_snapshot
+from dfe.snapshots.dump import checksum_database, describe_database
+from dfe.snapshots.format import encode_row, from_canonical, lines_encoder, to_canonical
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 
@@ -240,3 +241,114 @@ def test_canonical_forms_are_fixed():
     assert to_canonical({"type": "decimal", "scale": 2})(Decimal("1.5")) == "1.50"
     assert to_canonical({"type": "boolean"})(1) is True
     assert to_canonical({"type": "number"})(float("nan")) == "NaN"
+
+
+# Loading: the tables are read back in the load's transaction.
+
+
+def _decimal_archive(tmp_path: Path, line: bytes) -> Path:
+    """An archive of one table (id, price NUMERIC(12, 2)) whose single row is `line`, with a
+    manifest that matches it (as a forger would make it)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'decimal.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, price NUMERIC(12, 2))"))
+        connection.execute(text("INSERT INTO t VALUES (1, 1.5)"))
+    written = write_snapshot(
+        tmp_path / "decimal.dfe.tar", instance_name="demo", engine=engine, files_root=None
+    )
+    engine.dispose()
+    sha = hashlib.sha256(line).hexdigest()
+    return rewrite(
+        written.path,
+        tmp_path / "forged.tar",
+        lambda found: replace(
+            "manifest.json", manifest_edit(lambda m: m["tables"][0].update(sha256=sha, rows=1))
+        )(replace("tables/0001.jsonl", lambda d: line)(found)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # PostgreSQL takes it (rounding to the column's scale): the read-back differs.
+        (b'[1,"1.234"]\n', "does not read back as the snapshot holds it"),
+        # PostgreSQL refuses it.
+        (b'[1,"lots"]\n', "table 't'"),
+    ],
+)
+def test_a_row_that_does_not_load_exactly_changes_nothing(server_database, tmp_path, line, message):
+    forged = _decimal_archive(tmp_path, line)
+    with open(forged, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")  # every checksum matches
+    target = create_engine(server_database("postgresql").url)
+    try:
+        with target.begin() as connection:
+            connection.execute(text("CREATE TABLE keep (id INTEGER PRIMARY KEY)"))
+            connection.execute(text("INSERT INTO keep VALUES (7)"))
+        before = checksum_database(target)
+        with pytest.raises(SnapshotError, match=message):
+            apply_staged(staged, target, None)
+        assert checksum_database(target) == before  # rolled back: still only `keep`
+    finally:
+        target.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_indexes_are_made_after_the_rows_and_kept(server_database, tmp_path, kind):
+    engine = create_engine(f"sqlite:///{tmp_path / 'indexed.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, u INTEGER)"))
+        connection.execute(text("CREATE INDEX ix_t_n ON t (n)"))
+        connection.execute(text("CREATE UNIQUE INDEX ux_t_u ON t (u)"))
+        connection.execute(text("INSERT INTO t VALUES (1, 5, 1), (2, 5, 2)"))
+    written = write_snapshot(
+        tmp_path / "indexed.dfe.tar", instance_name="demo", engine=engine, files_root=None
+    )
+    with open(written.path, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")
+    url = (
+        f"sqlite:///{tmp_path / 'target.db'}"
+        if kind == "sqlite"
+        else server_database("postgresql").url
+    )
+    target = create_engine(url)
+    try:
+        apply_staged(staged, target, None)
+        with engine.connect() as before, target.connect() as after:
+            kept = ("primary_key", "unique", "indexes")
+            assert [{k: t[k] for k in kept} for t in describe_database(after)] == [
+                {k: t[k] for k in kept} for t in describe_database(before)
+            ]
+            assert describe_database(after)[0]["indexes"] == [{"columns": ["n"]}]
+        assert checksum_database(target)[1] == checksum_database(engine)[1]
+    finally:
+        target.dispose()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "mysql"])
+def test_the_generated_encoder_writes_the_canonical_lines(engine):
+    """lines_encoder (with its fast paths) gives encode_row of to_canonical, value by value."""
+    kinds = sorted(VALUES)
+    columns = [{"type": k, "scale": 4} if k == "decimal" else {"type": k} for k in kinds]
+    encode = lines_encoder(columns, engine)
+    native = {
+        "postgresql": {"integer", "string", "text", "boolean"},
+        "mysql": {"integer", "string", "text"},
+    }.get(engine, set())
+
+    @settings(max_examples=80, deadline=None)
+    @given(st.lists(st.tuples(*[st.none() | VALUES[k] for k in kinds]), max_size=4))
+    def check(rows: list[tuple[object, ...]]) -> None:
+        expected = b"".join(
+            encode_row(
+                [
+                    v if k in native else to_canonical(c)(v)
+                    for k, c, v in zip(kinds, columns, row, strict=True)
+                ]
+            )
+            for row in rows
+        )
+        assert encode(rows) == expected
+
+    check()

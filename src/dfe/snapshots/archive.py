@@ -38,13 +38,14 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
-    checksum_database,
+    create_indexes,
     describe_database,
     dump_table,
     engine_kind,
     load_table,
     parse_line,
     replace_schema,
+    table_sums,
 )
 from dfe.snapshots.errors import SnapshotError
 from dfe.snapshots.format import check_schema
@@ -354,14 +355,17 @@ def _stage_table(
     width = len(schema[index - 1]["columns"])
     digest = hashlib.sha256()
     rows = 0
+    where = f"table {schema[index - 1]['name']!r}"
     with _write_staged(path) as out:
-        for line in data:
-            if not line.endswith(b"\n"):
+        while lines := data.readlines(CHUNK):
+            if not lines[-1].endswith(b"\n"):
                 raise SnapshotError(f"{name}: the last row is cut short")
-            parse_line(line, width, f"table {schema[index - 1]['name']!r}")
-            digest.update(line)
-            out.write(line)
-            rows += 1
+            for line in lines:
+                parse_line(line, width, where)
+            chunk = b"".join(lines)
+            digest.update(chunk)
+            out.write(chunk)
+            rows += len(lines)
     return {"rows": rows, "sha256": digest.hexdigest()}
 
 
@@ -453,20 +457,19 @@ def apply_staged(
                     description,
                     staged.table_lines(entry["member"]),
                 )
+            create_indexes(connection, built)
+            progress("verify", 85)
+            # Read back before the commit: on PostgreSQL and SQLite a difference rolls it all back.
+            _compare_sums(table_sums(connection, tables), staged.manifest["tables"])
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot load the snapshot's rows: {describe(error)}") from None
-    progress("verify", 85)
-    verify_tables(engine, tables, staged.manifest["tables"])
     if files_root is not None:
         progress("files", 90)
         replace_files(files_root, staged.files_directory)
 
 
-def verify_tables(
-    engine: Engine, tables: list[dict[str, Any]], expected: list[dict[str, Any]]
-) -> None:
-    """Read the tables back: their counts and checksums must be the manifest's."""
-    _, sums = checksum_database(engine, tables)
+def _compare_sums(sums: dict[str, TableSum], expected: list[dict[str, Any]]) -> None:
+    """The tables as read back must hold the manifest's counts and checksums."""
     for entry in expected:
         found = sums.get(entry["name"])
         if found is None or (found.rows, found.sha256) != (entry["rows"], entry["sha256"]):

@@ -41,13 +41,13 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots.errors import SnapshotError
 from dfe.snapshots.format import (
     NAME,
-    from_canonical,
+    lines_encoder,
     portable_type,
-    row_encoder,
+    row_decoder,
     sql_type,
 )
 
-BATCH_ROWS = 2000
+BATCH_ROWS = 5000
 CONNECT_TIMEOUT = 10
 
 
@@ -209,31 +209,31 @@ def _reader(description: dict[str, Any]) -> Any:
     return select(*[source.c[n] for n in names]).order_by(*[source.c[n] for n in order])
 
 
-def dump_rows(connection: Connection, description: dict[str, Any]) -> Iterator[bytes]:
-    """The table's canonical lines, in primary-key order, read in batches."""
-    encode = row_encoder(description["columns"], engine_kind(connection.engine))
+def dump_chunks(connection: Connection, description: dict[str, Any]) -> Iterator[tuple[bytes, int]]:
+    """The table's canonical lines in primary-key order, a batch at a time: (the batch's
+    lines as one bytes, its row count)."""
+    encode = lines_encoder(description["columns"], engine_kind(connection.engine))
     result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(
         _reader(description)
     )
     for partition in result.partitions():
-        yield from map(encode, partition)
+        yield encode(partition), len(partition)
+
+
+def dump_rows(connection: Connection, description: dict[str, Any]) -> Iterator[bytes]:
+    """The table's canonical lines, in primary-key order, read in batches."""
+    for chunk, rows in dump_chunks(connection, description):
+        if rows:
+            yield from (line + b"\n" for line in chunk[:-1].split(b"\n"))
 
 
 def dump_table(connection: Connection, description: dict[str, Any], out: IO[bytes]) -> TableSum:
     digest = hashlib.sha256()
     rows = 0
-    buffer: list[bytes] = []
-    for line in dump_rows(connection, description):
-        buffer.append(line)
-        rows += 1
-        if len(buffer) >= BATCH_ROWS:
-            chunk = b"".join(buffer)
-            digest.update(chunk)
-            out.write(chunk)
-            buffer.clear()
-    chunk = b"".join(buffer)
-    digest.update(chunk)
-    out.write(chunk)
+    for chunk, count in dump_chunks(connection, description):
+        digest.update(chunk)
+        out.write(chunk)
+        rows += count
     return TableSum(rows, digest.hexdigest())
 
 
@@ -241,31 +241,47 @@ def checksum_database(
     engine: Engine, tables: list[dict[str, Any]] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, TableSum]]:
     """The schema and each table's count and checksum, as an export would record them."""
-    sums: dict[str, TableSum] = {}
     try:
         with engine.connect() as connection:
             described = tables if tables is not None else describe_database(connection)
-            for description in described:
-                digest = hashlib.sha256()
-                rows = 0
-                for line in dump_rows(connection, description):
-                    digest.update(line)
-                    rows += 1
-                sums[description["name"]] = TableSum(rows, digest.hexdigest())
+            sums = table_sums(connection, described)
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot read the instance database: {describe(error)}") from None
     return described, sums
 
 
+def table_sums(connection: Connection, tables: list[dict[str, Any]]) -> dict[str, TableSum]:
+    """Each table's count and checksum, read through `connection` (inside its transaction)."""
+    sums: dict[str, TableSum] = {}
+    for description in tables:
+        digest = hashlib.sha256()
+        rows = 0
+        for chunk, count in dump_chunks(connection, description):
+            digest.update(chunk)
+            rows += count
+        sums[description["name"]] = TableSum(rows, digest.hexdigest())
+    return sums
+
+
 # Rows in
 
 
-_DECODE = json.JSONDecoder().decode
+_DECODER = json.JSONDecoder()
+_DECODE = _DECODER.decode
+_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[attr-defined]
 
 
 def parse_line(line: bytes, width: int, where: str) -> list[Any]:
     try:
-        values = _DECODE(line.decode())
+        text = line.decode()
+        try:
+            # Fast path (a line as written: one array, then its newline); anything else is
+            # judged by the full decoder, as json.loads would.
+            values, end = _SCAN(text, 0)
+            if end != len(text) - 1 or text[end] != "\n":
+                values = _DECODE(text)
+        except StopIteration:
+            values = _DECODE(text)
     except ValueError:
         raise SnapshotError(f"{where}: a row is not valid JSON") from None
     if not isinstance(values, list) or len(values) != width:
@@ -275,27 +291,30 @@ def parse_line(line: bytes, width: int, where: str) -> list[Any]:
 
 # Where the server checks these types itself (a string for an integer is refused), JSON's
 # values go as they are; SQLite stores anything anywhere, so there every value is checked.
-_SERVER_CHECKED = frozenset({"integer", "string", "text", "boolean"})
+# PostgreSQL's COPY parses the canonical text of numbers, decimals, dates and times itself;
+# whatever it makes of a value, the tables are read back and compared with the manifest in
+# the same transaction, so a value loaded differently rolls the import back.
+_SERVER_CHECKED = {
+    "sqlite": frozenset[str](),
+    "mysql": frozenset({"integer", "string", "text", "boolean"}),
+    "postgresql": frozenset(
+        {"integer", "string", "text", "boolean", "number", "decimal", "datetime", "date", "time"}
+    ),
+}
 
 
 def _batches(
     lines: Iterable[bytes], description: dict[str, Any], where: str, engine: str
 ) -> Iterator[list[list[Any]]]:
     columns = description["columns"]
-    converters = [
-        (index, from_canonical(column))
-        for index, column in enumerate(columns)
-        if engine == "sqlite" or column["type"] not in _SERVER_CHECKED
-    ]
+    decode = row_decoder(columns, _SERVER_CHECKED.get(engine, frozenset()))
     width = len(columns)
     batch: list[list[Any]] = []
     for line in lines:
         values = parse_line(line, width, where)
         try:
-            for index, convert in converters:
-                values[index] = convert(values[index])
-            batch.append(values)
-        except (ValueError, TypeError):
+            batch.append(decode(values))
+        except (ValueError, TypeError, ArithmeticError):  # decimal.InvalidOperation
             raise SnapshotError(f"{where}: a value does not fit its column's type") from None
         if len(batch) >= BATCH_ROWS:
             yield batch
@@ -313,8 +332,21 @@ def replace_schema(connection: Connection, tables: list[dict[str, Any]]) -> dict
     existing.drop_all(connection)
     metadata = MetaData()
     built = {description["name"]: build_table(description, metadata) for description in tables}
+    # Plain indexes are made once the rows are in (as pg_restore does): building one is
+    # faster than keeping it up to date row by row. See create_indexes.
+    for created in built.values():
+        created.info["pending_indexes"] = list(created.indexes)
+        created.indexes.clear()
     metadata.create_all(connection)
     return built
+
+
+def create_indexes(connection: Connection, built: dict[str, Table]) -> None:
+    """The plain indexes `replace_schema` left out, once the tables are loaded."""
+    for created in built.values():
+        for index in created.info.pop("pending_indexes", []):
+            created.indexes.add(index)
+            index.create(connection)
 
 
 def load_table(
@@ -344,10 +376,14 @@ def _copy_rows(
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(target.name), sql.SQL(", ").join(sql.Identifier(n) for n in names)
     )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for batch in batches:
-            for row in batch:
-                copy.write_row(row)
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for batch in batches:
+                for row in batch:
+                    copy.write_row(row)
+    except psycopg.Error as error:
+        # The server refused a value (or a key twice): the transaction is rolled back.
+        raise SnapshotError(f"table {target.name!r}: {describe(error)}") from None
 
 
 def _advance_sequence(connection: Connection, target: Table, key: str) -> None:

@@ -37,6 +37,7 @@ from dfe.services import jobs, snapshots
 from dfe.snapshots.archive import apply_staged, stage_snapshot, write_snapshot
 from dfe.snapshots.dump import (
     checksum_database,
+    create_indexes,
     describe_database,
     dump_rows,
     engine_kind,
@@ -257,6 +258,7 @@ def copy_database(source: Engine, target: Engine) -> list[dict[str, Any]]:
                     description,
                     dump_rows(reading, description),
                 )
+            create_indexes(writing, built)
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot copy the database: {describe(error)}") from None
     return tables
