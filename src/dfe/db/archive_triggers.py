@@ -262,5 +262,9 @@ def missing_archive_triggers(connection: Connection) -> list[str]:
 
 
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
-    """Alembic filter: the SQLite archive context table is trigger machinery, not a model."""
+    """Alembic filter: the SQLite archive context table is trigger machinery, and the
+    PostgreSQL trigram indexes (`*_trgm`, migration 0009) serve substring search;
+    neither is in the models."""
+    if type_ == "index" and name is not None and name.endswith("_trgm"):
+        return False
     return not (type_ == "table" and name == SQLITE_CONTEXT_TABLE)
