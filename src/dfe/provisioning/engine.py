@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from dfe.config import Settings
@@ -124,6 +124,8 @@ class _Work:
     kind: JobKind
     instance_id: int | None
     name: str = ""
+    owner_email: str = ""  # for the mail that says how a provisioning ended
+    host: str = ""
     password: str = ""
     resources: Resources | None = None
     problem: Exception | None = None  # the preparation failed: the job fails at once
@@ -135,6 +137,24 @@ class _Work:
 RECORD_STEP_AFTER = 0.5  # seconds since the last recorded step before the next one is recorded
 FIRST_STEP = ("database", 20)  # of provisioning and deprovisioning alike; set by the claim
 SNAPSHOT_KINDS = (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE)
+
+
+# The last step of a provisioning, built once: where the database is, and live.
+_ACTIVATE = (
+    update(Instance)
+    .where(Instance.id == bindparam("p_instance"))
+    .values(
+        db_host=bindparam("p_host"),
+        db_port=bindparam("p_port"),
+        db_name=bindparam("p_database"),
+        db_user=bindparam("p_user"),
+        provision_state=ProvisionState.PROVISIONED,
+        ready_state=ReadyState.READY,
+        operational_state=OperationalState.ACTIVATED,
+        state_changed_at=bindparam("p_now"),
+    )
+    .execution_options(synchronize_session=False)
+)
 
 
 @dataclass
@@ -185,15 +205,16 @@ class JobRunner:
             known = isinstance(error, ProvisioningError | DfeError)
             message = str(error) if known else type(error).__name__
             log.warning("job failed", job_id=job_id, error=message)
-            self._fail(job_id, work, message)
-            status = JobStatus.FAILED
+            failure: str | None = self._fail(job_id, work, message)
         else:
             log.info("job succeeded", job_id=job_id)
-            status = JobStatus.SUCCEEDED
+            failure = None
         # The one place where every run of a job that ended (either way) passes.
-        if work.kind is JobKind.PROVISION:
-            notifications.job_finished(self.database, self.settings, job_id)  # never raises
-        return status
+        if work.kind is JobKind.PROVISION and work.owner_email:
+            notifications.instance_finished(  # never raises
+                self.settings, to=work.owner_email, name=work.name, host=work.host, error=failure
+            )
+        return JobStatus.SUCCEEDED if failure is None else JobStatus.FAILED
 
     def step(self, job_id: int, step: str, progress: int) -> None:
         """Record a step of a job run outside this class (snapshots: export, import,
@@ -215,11 +236,14 @@ class JobRunner:
                 if job.kind is JobKind.PROVISION:
                     raise ProvisioningError(f"instance {job.instance_name!r} no longer exists")
                 return work  # deprovision: archived already, by an earlier run of this job
+            work.name = instance.name
+            if job.kind is JobKind.PROVISION:  # user and cluster come joined with the instance
+                work.owner_email = instance.user.email
+                work.host = f"{instance.name}.{instance.cluster.subdomain}"
             work.resources = Resources.of(session, instance)
         except Exception as error:
             work.problem = error
             return work
-        work.name = instance.name
         if job.kind is JobKind.PROVISION:
             instance.provision_state = ProvisionState.PROVISIONING
             instance.state_changed_at = utcnow()
@@ -254,19 +278,15 @@ class JobRunner:
         self.on_step("activate")
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
             session.execute(
-                update(Instance)
-                .where(Instance.id == work.instance_id)
-                .values(
-                    db_host=created.host,
-                    db_port=created.port,
-                    db_name=created.database_name,
-                    db_user=created.user_name,
-                    provision_state=ProvisionState.PROVISIONED,
-                    ready_state=ReadyState.READY,
-                    operational_state=OperationalState.ACTIVATED,
-                    state_changed_at=utcnow(),
-                )
-                .execution_options(synchronize_session=False)
+                _ACTIVATE,
+                {
+                    "p_instance": work.instance_id,
+                    "p_host": created.host,
+                    "p_port": created.port,
+                    "p_database": created.database_name,
+                    "p_user": created.user_name,
+                    "p_now": utcnow(),
+                },
             )
             jobs.finish(session, job_id, JobStatus.SUCCEEDED)
 
@@ -288,8 +308,9 @@ class JobRunner:
                 session.delete(instance)
             jobs.finish(session, job_id, JobStatus.SUCCEEDED)
 
-    def _fail(self, job_id: int, work: _Work, message: str) -> None:
-        """End a failed job; a failed provisioning is undone so nothing is left behind."""
+    def _fail(self, job_id: int, work: _Work, message: str) -> str:
+        """End a failed job; a failed provisioning is undone so nothing is left behind.
+        Returns the job's message."""
         undo_error = None
         if work.kind is JobKind.PROVISION and work.resources is not None:
             resources = work.resources
@@ -322,6 +343,7 @@ class JobRunner:
             jobs.finish(
                 session, job_id, JobStatus.FAILED, detail, step=work.step, progress=work.progress
             )
+        return detail
 
 
 # Recovery

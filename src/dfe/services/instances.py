@@ -187,8 +187,9 @@ def create_instance_record(
     )
     for server_id in {server.id for server in servers.values()}:
         session.add(InstanceServer(instance_id=instance.id, server_id=server_id))
-    session.flush()
-    create_key(session, OwnerType.INSTANCE, instance.id, label=f"instance {name}")
+    # Flushed with the key's row; the instance is new, so the web tier learns of it
+    # (and of its key) through its own row: no need to announce the key.
+    create_key(session, OwnerType.INSTANCE, instance.id, label=f"instance {name}", announce=False)
     audit.record(
         session, "instance.create", "instance", instance.id, name, after=snapshot(instance)
     )

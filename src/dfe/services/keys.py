@@ -58,8 +58,12 @@ def create_key(
     *,
     label: str = "",
     expires_at: datetime | None = None,
+    announce: bool = True,
 ) -> KeyWithSecret:
-    """Create a key for an owner; the returned secret is never shown again."""
+    """Create a key for an owner; the returned secret is never shown again.
+
+    `announce`: touch the owning instance so the web tier's change feed names it
+    (needless when the instance was inserted in this transaction)."""
     if owner_type in OWNER_COLUMNS and owner_id is None:
         raise InvalidInput(f"a {owner_type.value} key needs an owner")
     if owner_type not in OWNER_COLUMNS and owner_id is not None:
@@ -79,7 +83,8 @@ def create_key(
     session.add(key)
     session.flush()
     audit.record(session, "key.create", "key", key.id, key.client_id, after=_public(key))
-    _touch_instance(session, key)
+    if announce:
+        _touch_instance(session, key)
     return KeyWithSecret(**_public(key), client_secret=secret)
 
 
