@@ -1,4 +1,4 @@
-"""A Console process for the benchmarks: `python bench/_console_server.py PORT [--bypass]`.
+"""A Console for the benchmarks: `python bench/_console_server.py PORT [--bypass] [--workers=N]`.
 
 With --bypass the signature check is replaced by a fixed administrator, so the
 same endpoint can be measured with and without request authentication.
@@ -19,6 +19,18 @@ from dfe.enums import OwnerType
 
 def main() -> None:
     port = int(sys.argv[1])
+    workers = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("--workers=")), 1)
+    if workers > 1:  # as `dfe serve console --workers N` runs it
+        uvicorn.run(
+            "dfe.console.app:create_app",
+            factory=True,
+            host="127.0.0.1",
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     app = create_app(get_settings())
     if "--bypass" in sys.argv:
         app.dependency_overrides[authenticate] = lambda: Principal(

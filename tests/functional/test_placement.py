@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import inspect
 
 from dfe.enums import ServerType
 from dfe.models import Cluster, ClusterServer, Server
-from dfe.provisioning.placement import NoCapacity, place
+from dfe.provisioning.placement import _FIRSTS, NoCapacity, place
 
 
 @dataclass(frozen=True)
@@ -181,3 +182,25 @@ def test_load_then_count_then_name(db, a, b):
     finally:
         session.rollback()
         session.close()
+
+
+def test_postgresql_serves_the_choice_from_the_placement_index(db):
+    """Migration 0010's expression index orders each type's servers by load; it serves
+    the choice only while the query's load expression is the index's (a bound constant
+    or an edited expression would silently fall back to sorting every server)."""
+    with db.engine.connect() as connection:
+        if db.dialect != "postgresql":  # SQLite and MariaDB scan their few servers
+            indexes = inspect(connection).get_indexes("server_t")
+            assert "ix_server_t_placement" not in {index["name"] for index in indexes}
+            return
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        connection.exec_driver_sql("SET LOCAL enable_sort = off")
+        compiled = _FIRSTS.compile(dialect=connection.dialect)
+        plan = "\n".join(
+            row[0]
+            for row in connection.exec_driver_sql(
+                f"EXPLAIN {compiled}", {**compiled.params, "p_cluster": 1}
+            )
+        )
+    assert plan.count("Index Scan using ix_server_t_placement") == 3, plan
+    assert "Sort" not in plan, plan

@@ -261,10 +261,14 @@ def missing_archive_triggers(connection: Connection) -> list[str]:
     return [name for name in expected_triggers(connection.dialect.name) if name not in installed]
 
 
+# PostgreSQL-only indexes, made by their migrations and not in the models.
+POSTGRESQL_ONLY_INDEXES = frozenset({"ix_instance_t_name_trgm", "ix_server_t_placement"})
+
+
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
     """Alembic filter: the SQLite archive context table is trigger machinery, and the
-    PostgreSQL trigram indexes (`*_trgm`, migration 0009) serve substring search;
-    neither is in the models."""
-    if type_ == "index" and name is not None and name.endswith("_trgm"):
+    PostgreSQL-only indexes (trigram search, migration 0009; placement, 0010) are not
+    in the models."""
+    if type_ == "index" and name in POSTGRESQL_ONLY_INDEXES:
         return False
     return not (type_ == "table" and name == SQLITE_CONTEXT_TABLE)

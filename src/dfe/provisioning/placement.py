@@ -23,7 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import CompoundSelect, bindparam, case, literal, or_, select, union_all, update
+from sqlalchemy import (
+    CompoundSelect,
+    Numeric,
+    bindparam,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from dfe.enums import ServerType
@@ -89,11 +98,14 @@ def _lock_cluster(session: Session, cluster_id: int, dialect: str) -> PlacedClus
     return PlacedCluster(*session.execute(statement, {"p_cluster": cluster_id}).one())
 
 
-_LOAD = case(
-    (Server.max_instances.is_(None), literal(0.0)),
-    (Server.max_instances == 0, literal(1.0)),
-    else_=Server.instance_count * 1.0 / Server.max_instances,
+# A server's load, as SQL text: PostgreSQL serves the ORDER BY from the expression
+# index of migration 0010 (`ix_server_t_placement`) only when the query's expression
+# is the index's, constants included (a bound parameter would not match).
+LOAD_SQL = (
+    "CASE WHEN server_t.max_instances IS NULL THEN 0.0 WHEN server_t.max_instances = 0 "
+    "THEN 1.0 ELSE server_t.instance_count * 1.0 / server_t.max_instances END"
 )
+_LOAD = literal_column(LOAD_SQL, Numeric)
 _HAS_ROOM = or_(Server.max_instances.is_(None), Server.instance_count < Server.max_instances)
 
 
