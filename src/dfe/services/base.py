@@ -44,9 +44,12 @@ def snapshot(row: Base) -> dict[str, Any]:
 
 
 def flush_or_conflict(session: Session, message: str) -> None:
-    """Flush; a unique or foreign-key violation becomes a Conflict with `message`."""
+    """Flush; a unique or foreign-key violation becomes a Conflict with `message`.
+
+    The transaction is lost with the violation (no SAVEPOINT: `begin_nested` flushes
+    what is pending before it sets one, so it never guarded this flush); a Conflict
+    ends the request that raised it."""
     try:
-        with session.begin_nested():
-            session.flush()
+        session.flush()
     except IntegrityError:
         raise Conflict(message) from None
