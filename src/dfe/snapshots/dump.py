@@ -9,11 +9,11 @@ the engine allows DDL in one (SQLite, PostgreSQL; MySQL commits each DDL).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
+import orjson
 from sqlalchemy import (
     Column,
     Connection,
@@ -46,6 +46,7 @@ from dfe.snapshots.format import (
     row_decoder,
     sql_type,
 )
+from dfe.snapshots.postgres import server_chunks
 
 BATCH_ROWS = 5000
 CONNECT_TIMEOUT = 10
@@ -211,7 +212,19 @@ def _reader(description: dict[str, Any]) -> Any:
 
 def dump_chunks(connection: Connection, description: dict[str, Any]) -> Iterator[tuple[bytes, int]]:
     """The table's canonical lines in primary-key order, a batch at a time: (the batch's
-    lines as one bytes, its row count)."""
+    lines as one bytes, its row count). On PostgreSQL the server makes them where it can
+    (postgres.py), elsewhere `encoded_chunks`."""
+    if connection.dialect.name == "postgresql":
+        made = server_chunks(connection, description)
+        if made is not None:
+            return made
+    return encoded_chunks(connection, description)
+
+
+def encoded_chunks(
+    connection: Connection, description: dict[str, Any]
+) -> Iterator[tuple[bytes, int]]:
+    """`dump_chunks` by the Python encoder (format.lines_encoder), on any engine."""
     encode = lines_encoder(description["columns"], engine_kind(connection.engine))
     result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(
         _reader(description)
@@ -266,25 +279,13 @@ def table_sums(connection: Connection, tables: list[dict[str, Any]]) -> dict[str
 # Rows in
 
 
-_DECODER = json.JSONDecoder()
-_DECODE = _DECODER.decode
-_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[attr-defined]
-
-
 def parse_line(line: bytes, width: int, where: str) -> list[Any]:
+    """A row's values; SnapshotError unless the line is one JSON array of `width` values."""
     try:
-        text = line.decode()
-        try:
-            # Fast path (a line as written: one array, then its newline); anything else is
-            # judged by the full decoder, as json.loads would.
-            values, end = _SCAN(text, 0)
-            if end != len(text) - 1 or text[end] != "\n":
-                values = _DECODE(text)
-        except StopIteration:
-            values = _DECODE(text)
-    except ValueError:
+        values = orjson.loads(line)
+    except orjson.JSONDecodeError:
         raise SnapshotError(f"{where}: a row is not valid JSON") from None
-    if not isinstance(values, list) or len(values) != width:
+    if type(values) is not list or len(values) != width:
         raise SnapshotError(f"{where}: a row does not have {width} values")
     return values
 
