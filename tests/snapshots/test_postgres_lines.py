@@ -15,8 +15,14 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from dfe.snapshots import SnapshotError
-from dfe.snapshots.dump import describe_database, dump_chunks, encoded_chunks
-from dfe.snapshots.postgres import lines_query
+from dfe.snapshots.dump import (
+    describe_database,
+    dump_chunks,
+    encoded_chunks,
+    load_table,
+    replace_schema,
+)
+from dfe.snapshots.postgres import csv_lines, lines_query, plain_runs
 
 COLUMNS = {
     "i2": ("SMALLINT", st.integers(-(2**15), 2**15 - 1)),
@@ -99,12 +105,15 @@ def table(server_database):
 
 
 def both(engine) -> tuple[bytes, bytes]:
+    """The table's lines as the server makes them and as the Python encoder does."""
     with engine.connect() as connection:
         (description,) = describe_database(connection)
         assert lines_query(connection, description) is not None  # the server's path is taken
-        made = b"".join(chunk for chunk, _ in dump_chunks(connection, description))
-        encoded = b"".join(chunk for chunk, _ in encoded_chunks(connection, description))
-    return made, encoded
+        made = list(dump_chunks(connection, description))
+        encoded = list(encoded_chunks(connection, description))
+    for chunks in (made, encoded):
+        assert all(chunk.count(b"\n") == rows for chunk, rows in chunks)
+    return b"".join(c for c, _ in made), b"".join(c for c, _ in encoded)
 
 
 def insert(engine, rows: list[dict[str, object]]) -> None:
@@ -209,3 +218,50 @@ def test_other_types_go_through_the_python_encoder(server_database):
             )
     finally:
         engine.dispose()
+
+
+def test_lines_load_back_exactly_plain_or_not(table, server_database):
+    """Loading takes runs of plain lines as CSV and decodes the others (escapes, binary):
+    every row reads back as the line it came from, and in the same order."""
+    rows = [dict.fromkeys(COLUMNS) for _ in range(12)]
+    for index, row in enumerate(rows):
+        row.update(i8=index, f8=EDGE_FLOATS[index], vc=f'plain, [{index}] "quoted"'[: 8 + index])
+    rows[3].update(tx="a\nnew line", vc="back\\slash")
+    rows[4].update(tx="null", vc="")
+    rows[7].update(dn=Decimal("12.50"), ts=datetime(2024, 5, 6, 7, 8, 9, 10), tm=time(1, 2, 3))
+    insert(table, rows)
+    with table.connect() as connection:
+        (description,) = describe_database(connection)
+        lines = b"".join(chunk for chunk, _ in dump_chunks(connection, description))
+    target = create_engine(server_database("postgresql").url)
+    try:
+        for columns in (
+            description["columns"],
+            [c for c in description["columns"] if c["name"] != "by"],
+        ):
+            kept = {**description, "columns": columns}
+            with table.connect() as connection:
+                lines = b"".join(chunk for chunk, _ in dump_chunks(connection, kept))
+            pieces = [b"".join(line + b"\n" for line in group) for group in _groups(lines, 5)]
+            with target.begin() as connection:
+                built = replace_schema(connection, [kept])
+                load_table(connection, built["t"], kept, pieces)
+                assert b"".join(c for c, _ in dump_chunks(connection, kept)) == lines
+    finally:
+        target.dispose()
+
+
+def _groups(lines: bytes, size: int) -> list[list[bytes]]:
+    split = lines.split(b"\n")[:-1]
+    return [split[start : start + size] for start in range(0, len(split), size)]
+
+
+def test_plain_runs_split_chunks_at_escapes():
+    chunk = b'[1,"a"]\n[2,"b\\"c"]\n[3,"d"]\n[4,"e"]\n'
+    assert list(plain_runs([chunk])) == [
+        (True, b'[1,"a"]\n'),
+        (False, b'[2,"b\\"c"]\n'),
+        (True, b'[3,"d"]\n[4,"e"]\n'),
+    ]
+    assert csv_lines(b'[3,"d"]\n[4,null]\n') == b'3,"d"\n4,null\n'
+    assert list(plain_runs([b'  [1,"a"]\n'])) == [(False, b'  [1,"a"]\n')]

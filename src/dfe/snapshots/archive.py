@@ -248,9 +248,19 @@ class StagedSnapshot:
     tables: list[dict[str, Any]]
     _sums: dict[str, TableSum] = field(default_factory=dict)
 
-    def table_lines(self, member: str) -> Iterator[bytes]:
+    def table_chunks(self, member: str) -> Iterator[bytes]:
+        """The member's lines, about CHUNK bytes of whole lines at a time."""
         with open(self.directory / member, "rb") as source:
-            yield from source
+            pending: list[bytes] = []
+            while block := source.read(CHUNK):
+                end = block.rfind(b"\n") + 1
+                if end:
+                    yield b"".join([*pending, block[:end]])
+                    pending = [block[end:]]
+                else:
+                    pending.append(block)  # a row longer than a block
+            if any(pending):
+                yield b"".join(pending)  # not a whole line: the loader refuses it
 
     @property
     def files_directory(self) -> Path:
@@ -455,7 +465,7 @@ def apply_staged(
                     connection,
                     built[description["name"]],
                     description,
-                    staged.table_lines(entry["member"]),
+                    staged.table_chunks(entry["member"]),
                 )
             create_indexes(connection, built)
             progress("verify", 85)

@@ -1,9 +1,9 @@
-"""PostgreSQL: canonical lines made by the server, read with COPY.
+"""PostgreSQL: canonical lines made by the server; plain lines loaded as CSV.
 
 On PostgreSQL a table's canonical lines (format.py) are computed by one SELECT,
 an expression per column that gives exactly what the Python encoder gives for
-the value the driver would return, and streamed out with `COPY (...) TO STDOUT`:
-no per-value work in Python, on export and on an import's read-back alike. It is
+the value the driver would return, and streamed out in chunks of rows: no
+per-value work in Python, on export and on an import's read-back alike. It is
 used only where every column has one of the plain types below (and the
 connection speaks UTF-8); any other table goes through the Python encoder.
 
@@ -27,12 +27,17 @@ connection speaks UTF-8); any other table goes through the Python encoder.
 A value Python cannot hold (a timestamp or date outside years 1-9999 or
 infinite, time 24:00:00, an infinite numeric) makes its line NULL; the reader
 sees it and fails as the Python path does, naming the table.
+
+Loading (dump._copy_rows) goes the other way with COPY FROM STDIN: runs of plain
+lines are handed to the server as CSV as they are (`plain_runs`), the others are
+decoded in Python.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import groupby
 from typing import Any, cast
 
 from sqlalchemy import Connection, text
@@ -173,18 +178,20 @@ def server_chunks(
     query = lines_query(connection, description)
     if query is None:
         return None
-    return _copy_out(connection, query, description["name"])
+    return _stream(connection, query, description["name"])
 
 
-def _copy_out(connection: Connection, query: str, table: str) -> Iterator[tuple[bytes, int]]:
+def _stream(connection: Connection, query: str, table: str) -> Iterator[tuple[bytes, int]]:
     import psycopg
 
     raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+    # libpq 17 sends rows in chunks (psycopg-binary bundles it); before, one at a time.
+    size = CHUNK_ROWS if psycopg.pq.version() >= 170000 else 1
     try:
-        with raw.cursor() as cursor, cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
-            pending: list[bytes] = []
-            for row in copy:  # one row a message
-                pending.append(bytes(row))
+        with raw.cursor() as cursor:
+            pending: list[str | None] = []
+            for (line,) in cursor.stream(query, size=size):
+                pending.append(line)
                 if len(pending) >= CHUNK_ROWS:
                     yield _chunk(pending, table), len(pending)
                     pending = []
@@ -194,17 +201,52 @@ def _copy_out(connection: Connection, query: str, table: str) -> Iterator[tuple[
         raise SnapshotError(f"table {table!r}: {describe(error)}") from None
 
 
-def _chunk(rows: list[bytes], table: str) -> bytes:
-    data = b"".join(rows)
-    # COPY's text format writes NULL as \N and a backslash as two. A canonical line has no
-    # control character (JSON escapes them; \x01 marks are not escaped), so a doubled
-    # backslash is the only escape.
-    if data.startswith(b"\\N\n") or b"\n\\N\n" in data:
+def _chunk(lines: list[str | None], table: str) -> bytes:
+    if None in lines:
         raise SnapshotError(
             f"table {table!r}: a value cannot be carried by a snapshot"
             " (a date or time outside years 1-9999, or an infinite number)"
         )
-    data = data.replace(b"\\\\", b"\\")
+    data = ("\n".join(cast("list[str]", lines)) + "\n").encode()
     if b"\x01" in data:
         data = _MARKED.sub(lambda found: repr(float(found[1])).encode(), data)
     return data
+
+
+# Rows in
+
+
+def plain_runs(chunks: Iterable[bytes]) -> Iterator[tuple[bool, bytes]]:
+    """The chunks (of whole lines) as runs of lines, each marked plain or not.
+
+    A plain line has no backslash: its JSON strings hold no quote, escape or control
+    character, so it reads as CSV (`,` between values, strings in double quotes, `null`
+    unquoted for NULL) once its brackets are taken off, which `csv_lines` does to a whole
+    run at once. Whatever the server makes of it, the read-back after the load must give
+    the archive's lines again."""
+    for chunk in chunks:
+        if _plain(chunk):
+            yield True, chunk
+            continue
+        lines = chunk.split(b"\n")
+        if lines.pop():
+            raise SnapshotError("a row is cut short")
+        for plain, group in groupby(lines, key=lambda line: b"\\" not in line):
+            run = b"\n".join(group) + b"\n"
+            yield plain and _plain(run), run
+
+
+def _plain(lines: bytes) -> bool:
+    """Lines that are all `[...]` with no backslash (each line was checked while staging to
+    be one JSON array)."""
+    return (
+        lines.startswith(b"[")
+        and lines.endswith(b"]\n")
+        and b"\\" not in lines
+        and lines.count(b"\n") == lines.count(b"]\n[") + 1
+    )
+
+
+def csv_lines(lines: bytes) -> bytes:
+    """Plain lines (see plain_runs) as CSV: brackets off."""
+    return lines[1:-2].replace(b"]\n[", b"\n") + b"\n"
