@@ -22,7 +22,7 @@ from dfe.snapshots.dump import (
     load_table,
     replace_schema,
 )
-from dfe.snapshots.postgres import csv_lines, lines_query, plain_runs
+from dfe.snapshots.postgres import lines_query, plain_runs
 
 COLUMNS = {
     "i2": ("SMALLINT", st.integers(-(2**15), 2**15 - 1)),
@@ -259,9 +259,13 @@ def _groups(lines: bytes, size: int) -> list[list[bytes]]:
 def test_plain_runs_split_chunks_at_escapes():
     chunk = b'[1,"a"]\n[2,"b\\"c"]\n[3,"d"]\n[4,"e"]\n'
     assert list(plain_runs([chunk])) == [
-        (True, b'[1,"a"]\n'),
+        (True, b'1,"a"\n'),
         (False, b'[2,"b\\"c"]\n'),
-        (True, b'[3,"d"]\n[4,"e"]\n'),
+        (True, b'3,"d"\n4,"e"\n'),
     ]
-    assert csv_lines(b'[3,"d"]\n[4,null]\n') == b'3,"d"\n4,null\n'
-    assert list(plain_runs([b'  [1,"a"]\n'])) == [(False, b'  [1,"a"]\n')]
+    assert list(plain_runs([b'[3,"d"]\n[4,null]\n'])) == [(True, b'3,"d"\n4,null\n')]
+    # Not one array a line as written: decoded row by row (and refused there).
+    for odd in (b'  [1,"a"]\n', b'[1,"a"],\n[2]\n'):
+        assert all(not plain for plain, _ in plain_runs([odd]))
+    with pytest.raises(SnapshotError, match="cut short"):
+        list(plain_runs([b'[1,"a"]\n[2]']))

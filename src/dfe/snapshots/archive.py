@@ -38,6 +38,7 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
+    chunk_lines,
     create_indexes,
     describe_database,
     dump_table,
@@ -147,7 +148,9 @@ def write_snapshot(
     try:
         with _open_new(partial) as raw:
             out = _HashingWriter(raw)
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK
+            ) as tar:
                 manifest = _write_members(
                     tar, instance_name, engine, files_root, destination.parent, now, progress
                 )
@@ -312,7 +315,7 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
     documents: dict[str, bytes] = {}
     schema: list[dict[str, Any]] | None = None
     try:
-        with tarfile.open(fileobj=source, mode="r|") as tar:
+        with tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK) as tar:
             for member in tar:
                 name = _member_name(member)
                 if name is None:
@@ -366,16 +369,21 @@ def _stage_table(
     digest = hashlib.sha256()
     rows = 0
     where = f"table {schema[index - 1]['name']!r}"
+    pending: list[bytes] = []  # the start of a row that goes on in the next block
     with _write_staged(path) as out:
-        while lines := data.readlines(CHUNK):
-            if not lines[-1].endswith(b"\n"):
-                raise SnapshotError(f"{name}: the last row is cut short")
-            for line in lines:
+        while block := data.read(CHUNK):
+            digest.update(block)
+            out.write(block)
+            end = block.rfind(b"\n") + 1
+            if not end:
+                pending.append(block)
+                continue
+            for line in chunk_lines(b"".join([*pending, block[:end]])):
                 parse_line(line, width, where)
-            chunk = b"".join(lines)
-            digest.update(chunk)
-            out.write(chunk)
-            rows += len(lines)
+                rows += 1
+            pending = [block[end:]]
+    if any(pending):
+        raise SnapshotError(f"{name}: the last row is cut short")
     return {"rows": rows, "sha256": digest.hexdigest()}
 
 

@@ -48,7 +48,7 @@ from dfe.snapshots.format import (
     row_decoder,
     sql_type,
 )
-from dfe.snapshots.postgres import csv_lines, plain_runs, server_chunks
+from dfe.snapshots.postgres import plain_runs, server_chunks
 
 BATCH_ROWS = 5000
 CONNECT_TIMEOUT = 10
@@ -400,8 +400,8 @@ def _copy_rows(
             for plain, run in groupby(runs, key=itemgetter(0)):
                 if plain:
                     with cursor.copy(as_csv) as writer:
-                        for _, chunk in run:
-                            writer.write(csv_lines(chunk))
+                        for _, rows in run:
+                            writer.write(rows)
                 else:
                     with cursor.copy(copy) as writer:
                         for batch in _batches(

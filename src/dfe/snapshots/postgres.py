@@ -217,36 +217,35 @@ def _chunk(lines: list[str | None], table: str) -> bytes:
 
 
 def plain_runs(chunks: Iterable[bytes]) -> Iterator[tuple[bool, bytes]]:
-    """The chunks (of whole lines) as runs of lines, each marked plain or not.
+    """The chunks (of whole lines) as runs of lines: (True, the run as CSV) for plain
+    lines, (False, the lines) for the others.
 
     A plain line has no backslash: its JSON strings hold no quote, escape or control
     character, so it reads as CSV (`,` between values, strings in double quotes, `null`
-    unquoted for NULL) once its brackets are taken off, which `csv_lines` does to a whole
-    run at once. Whatever the server makes of it, the read-back after the load must give
-    the archive's lines again."""
+    unquoted for NULL) once its brackets are taken off, done to a whole run at once.
+    Whatever the server makes of it, the read-back after the load must give the archive's
+    lines again."""
     for chunk in chunks:
-        if _plain(chunk):
-            yield True, chunk
+        converted = _as_csv(chunk)
+        if converted is not None:
+            yield True, converted
             continue
         lines = chunk.split(b"\n")
         if lines.pop():
             raise SnapshotError("a row is cut short")
         for plain, group in groupby(lines, key=lambda line: b"\\" not in line):
             run = b"\n".join(group) + b"\n"
-            yield plain and _plain(run), run
+            converted = _as_csv(run) if plain else None
+            yield (True, converted) if converted is not None else (False, run)
 
 
-def _plain(lines: bytes) -> bool:
-    """Lines that are all `[...]` with no backslash (each line was checked while staging to
-    be one JSON array)."""
-    return (
-        lines.startswith(b"[")
-        and lines.endswith(b"]\n")
-        and b"\\" not in lines
-        and lines.count(b"\n") == lines.count(b"]\n[") + 1
-    )
-
-
-def csv_lines(lines: bytes) -> bytes:
-    """Plain lines (see plain_runs) as CSV: brackets off."""
-    return lines[1:-2].replace(b"]\n[", b"\n") + b"\n"
+def _as_csv(lines: bytes) -> bytes | None:
+    """Lines that are all `[...]` with no backslash (each was checked while staging to be
+    one JSON array) without their brackets; None for any other."""
+    if not (lines.startswith(b"[") and lines.endswith(b"]\n")) or b"\\" in lines:
+        return None
+    body = lines[1:-2].replace(b"]\n[", b"\n")
+    # Each "]\n[" made 2 bytes shorter: every newline but the last was one.
+    if len(lines) - 3 - len(body) != 2 * (lines.count(b"\n") - 1):
+        return None
+    return body + b"\n"
