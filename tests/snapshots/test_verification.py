@@ -91,6 +91,7 @@ def test_a_good_archive_is_staged(archive, tmp_path):
         staged = stage_snapshot(source, tmp_path / "stage")
     assert staged.manifest["instance"] == "demo"
     assert (staged.files_directory / "sub" / "a.txt").read_text() == "hello"
+    staged.remove()
 
 
 CASES = {
@@ -172,6 +173,25 @@ def test_not_an_archive_is_refused(tmp_path):
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(5000))
     assert "not a readable snapshot archive" in staged_or_error(junk, tmp_path / "stage")
+
+
+def test_tables_are_loaded_from_the_verified_archive_itself(archive, tmp_path):
+    """From a file, staging copies only the files; a table changed in the archive after its
+    verification does not load."""
+    with open(archive, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")
+    try:
+        assert not (staged.directory / "tables").exists()
+        assert (staged.directory / "files" / "sub" / "a.txt").exists()
+        assert b"".join(staged.table_chunks("tables/0001.jsonl")) == b'[1,"one"]\n[2,"two"]\n'
+        data = archive.read_bytes()
+        archive.write_bytes(data.replace(b'"two"', b'"TWO"'))
+        target = create_engine(f"sqlite:///{tmp_path / 'target.db'}")
+        with pytest.raises(SnapshotError, match="does not read back as the snapshot holds it"):
+            apply_staged(staged, target, None)
+        target.dispose()
+    finally:
+        staged.remove()
 
 
 def test_a_refused_archive_changes_nothing(archive, tmp_path):
@@ -290,6 +310,7 @@ def test_a_row_that_does_not_load_exactly_changes_nothing(server_database, tmp_p
             apply_staged(staged, target, None)
         assert checksum_database(target) == before  # rolled back: still only `keep`
     finally:
+        staged.remove()
         target.dispose()
 
 
@@ -322,6 +343,7 @@ def test_indexes_are_made_after_the_rows_and_kept(server_database, tmp_path, kin
             assert describe_database(after)[0]["indexes"] == [{"columns": ["n"]}]
         assert checksum_database(target)[1] == checksum_database(engine)[1]
     finally:
+        staged.remove()
         target.dispose()
         engine.dispose()
 

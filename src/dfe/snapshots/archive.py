@@ -17,11 +17,13 @@ copy is never larger than the archive itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -244,32 +246,54 @@ def _write_members(
 
 @dataclass
 class StagedSnapshot:
-    """An archive verified and copied to `directory`; nothing has been applied yet."""
+    """An archive verified (and its files copied to `directory`); nothing applied yet.
+
+    A table's rows are read again from the archive file itself when they are loaded
+    (`archive`, an open file of its own, and where each table's rows start and end), so
+    they are not copied; the load's read-back proves what was loaded equal to the
+    manifest all the same. From a stream that is not a file, they are copied too."""
 
     directory: Path
     manifest: dict[str, Any]
     tables: list[dict[str, Any]]
-    _sums: dict[str, TableSum] = field(default_factory=dict)
+    archive: IO[bytes] | None = None
+    members: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def table_chunks(self, member: str) -> Iterator[bytes]:
         """The member's lines, about CHUNK bytes of whole lines at a time."""
-        with open(self.directory / member, "rb") as source:
-            pending: list[bytes] = []
-            while block := source.read(CHUNK):
-                end = block.rfind(b"\n") + 1
-                if end:
-                    yield b"".join([*pending, block[:end]])
-                    pending = [block[end:]]
-                else:
-                    pending.append(block)  # a row longer than a block
-            if any(pending):
-                yield b"".join(pending)  # not a whole line: the loader refuses it
+        pending: list[bytes] = []
+        for block in self._blocks(member):
+            end = block.rfind(b"\n") + 1
+            if end:
+                yield b"".join([*pending, block[:end]])
+                pending = [block[end:]]
+            else:
+                pending.append(block)  # a row longer than a block
+        if any(pending):
+            yield b"".join(pending)  # not a whole line: the loader refuses it
+
+    def _blocks(self, member: str) -> Iterator[bytes]:
+        if self.archive is None or member not in self.members:
+            with open(self.directory / member, "rb") as source:
+                while block := source.read(CHUNK):
+                    yield block
+            return
+        offset, size = self.members[member]
+        end = offset + size
+        while offset < end:
+            block = os.pread(self.archive.fileno(), min(CHUNK, end - offset), offset)
+            if not block:
+                raise SnapshotError(f"{member}: the archive changed since it was verified")
+            offset += len(block)
+            yield block
 
     @property
     def files_directory(self) -> Path:
         return self.directory / "files"
 
     def remove(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -310,10 +334,20 @@ def stage_snapshot(source: IO[bytes], staging: Path) -> StagedSnapshot:
         raise
 
 
+def _regular_file(source: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
     seen: dict[str, dict[str, Any]] = {}
     documents: dict[str, bytes] = {}
     schema: list[dict[str, Any]] | None = None
+    # From a file, tables are not copied: where they are is noted (see StagedSnapshot).
+    start = source.tell() if _regular_file(source) else None
+    members: dict[str, tuple[int, int]] = {}
     try:
         with tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK) as tar:
             for member in tar:
@@ -335,7 +369,10 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
                 if name.startswith("tables/"):
                     if schema is None:
                         raise SnapshotError("the archive's tables come before its schema: refused")
-                    seen[name] = _stage_table(data, staging / name, schema, name)
+                    copy = staging / name if start is None else None
+                    seen[name] = _stage_table(data, copy, schema, name)
+                    if start is not None:
+                        members[name] = (start + member.offset_data, member.size)
                 else:
                     seen[name] = _stage_file(data, staging / name)
     except tarfile.TarError as error:
@@ -344,7 +381,11 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
         ) from None
     except EOFError:
         raise SnapshotError("the archive is truncated") from None
-    return _verify(staging, documents, schema, seen)
+    staged = _verify(staging, documents, schema, seen)
+    if start is not None:
+        staged.archive = os.fdopen(os.dup(source.fileno()), "rb")
+        staged.members = members
+    return staged
 
 
 def _json(data: bytes, name: str) -> Any:
@@ -360,8 +401,10 @@ def _write_staged(path: Path) -> IO[bytes]:
 
 
 def _stage_table(
-    data: IO[bytes], path: Path, schema: list[dict[str, Any]], name: str
+    data: IO[bytes], path: Path | None, schema: list[dict[str, Any]], name: str
 ) -> dict[str, Any]:
+    """Check a table's rows (one JSON array of the table's width a line) and sum them;
+    copy them to `path` if given."""
     index = int(name.removeprefix("tables/").removesuffix(".jsonl"))
     if not 1 <= index <= len(schema):
         raise SnapshotError(f"{name}: no such table in the schema")
@@ -370,10 +413,11 @@ def _stage_table(
     rows = 0
     where = f"table {schema[index - 1]['name']!r}"
     pending: list[bytes] = []  # the start of a row that goes on in the next block
-    with _write_staged(path) as out:
+    with _write_staged(path) if path else contextlib.nullcontext() as out:
         while block := data.read(CHUNK):
             digest.update(block)
-            out.write(block)
+            if out is not None:
+                out.write(block)
             end = block.rfind(b"\n") + 1
             if not end:
                 pending.append(block)
