@@ -51,6 +51,7 @@ def rewrite(path: Path, target: Path, change: Callable[[Members], Members]) -> P
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in change(members(path)):
             info.size = len(data)
+            info.pax_headers.pop("size", None)  # tables carry their size in a PAX record too
             tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
     return target
 

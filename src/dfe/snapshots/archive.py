@@ -18,6 +18,7 @@ copy is never larger than the archive itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -25,13 +26,12 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -64,24 +64,11 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 Progress = Callable[[str, int], None]
+_T = TypeVar("_T")
 
 
 def _no_progress(_step: str, _percent: int) -> None:
     return None
-
-
-class _HashingWriter:
-    """A write-only stream that hashes and counts what passes through it."""
-
-    def __init__(self, target: IO[bytes]) -> None:
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.target.write(data)
 
 
 class _HashingReader:
@@ -116,9 +103,10 @@ def _info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-def _open_new(path: Path) -> IO[bytes]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-    return os.fdopen(fd, "wb")
+def _open_new(path: Path, *, read_too: bool = False) -> IO[bytes]:
+    access = os.O_RDWR if read_too else os.O_WRONLY
+    fd = os.open(path, access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    return os.fdopen(fd, "w+b" if read_too else "wb")
 
 
 def instance_files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -148,23 +136,61 @@ def write_snapshot(
     partial = destination.with_name(destination.name + ".part")
     now = time.time()
     try:
-        with _open_new(partial) as raw:
-            out = _HashingWriter(raw)
-            with tarfile.open(  # type: ignore[call-overload]
-                fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK
+        with _open_new(partial, read_too=True) as raw:
+            with tarfile.TarFile(
+                fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
             ) as tar:
-                manifest = _write_members(
-                    tar, instance_name, engine, files_root, destination.parent, now, progress
-                )
+                manifest = _write_members(tar, instance_name, engine, files_root, now, progress)
                 document = json.dumps(manifest, indent=1, sort_keys=True).encode()
                 tar.addfile(_info(MANIFEST, len(document), now), _BytesReader(document))
-            raw.flush()
+            size, digest = _file_sum(raw)
             os.fsync(raw.fileno())
         os.replace(partial, destination)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return WrittenSnapshot(destination, out.size, out.digest.hexdigest(), manifest)
+    return WrittenSnapshot(destination, size, digest, manifest)
+
+
+def _file_sum(file: IO[bytes]) -> tuple[int, str]:
+    """The size and SHA-256 of a whole file (read again from its start)."""
+    file.flush()
+    file.seek(0)
+    digest = hashlib.sha256()
+    size = 0
+    while block := file.read(CHUNK):
+        digest.update(block)
+        size += len(block)
+    return size, digest.hexdigest()
+
+
+def _add_written(
+    tar: tarfile.TarFile, name: str, mtime: float, write: Callable[[IO[bytes]], _T]
+) -> _T:
+    """A member whose data `write` writes straight into the archive (a seekable file): its
+    size is known only then, so its header is written first with size 0 and rewritten after.
+    The size also goes in a PAX record of fixed width, so the header keeps its length
+    (and members over 8 GiB, beyond the plain header's field, are carried)."""
+    info = _info(name, 0, mtime)
+    info.pax_headers = {"size": f"{0:020d}"}
+    start = tar.offset
+    header = info.tobuf(tar.format, tar.encoding, tar.errors)
+    out = cast("IO[bytes]", tar.fileobj)
+    out.write(header)
+    result = write(out)
+    size = out.tell() - start - len(header)
+    info.size = size
+    info.pax_headers = {"size": f"{size:020d}"}
+    patched = info.tobuf(tar.format, tar.encoding, tar.errors)
+    if len(patched) != len(header):
+        raise SnapshotError(f"{name}: too large for the archive")
+    out.seek(start)
+    out.write(patched)
+    out.seek(0, os.SEEK_END)
+    padding = -size % tarfile.BLOCKSIZE
+    out.write(tarfile.NUL * padding)
+    tar.offset = start + len(header) + size + padding
+    return result
 
 
 class _BytesReader:
@@ -184,7 +210,6 @@ def _write_members(
     instance_name: str,
     engine: Engine,
     files_root: Path | None,
-    scratch_dir: Path,
     now: float,
     progress: Progress,
 ) -> dict[str, Any]:
@@ -200,11 +225,8 @@ def _write_members(
             for index, description in enumerate(tables, start=1):
                 progress(f"table {description['name']}", 10 + 60 * index // (len(tables) + 1))
                 member = f"tables/{index:04d}.jsonl"
-                with tempfile.TemporaryFile(dir=scratch_dir) as scratch:
-                    summed = dump_table(connection, description, scratch)
-                    size = scratch.tell()
-                    scratch.seek(0)
-                    tar.addfile(_info(member, size, now), scratch)
+                dump = functools.partial(dump_table, connection, description)
+                summed = _add_written(tar, member, now, dump)
                 tables_manifest.append(
                     {
                         "name": description["name"],
@@ -223,11 +245,11 @@ def _write_members(
         except OSError:
             continue  # removed (or replaced by a link) since the walk
         with os.fdopen(fd, "rb") as source:
-            stat = os.fstat(source.fileno())
+            status = os.fstat(source.fileno())
             reader = _HashingReader(source)
-            tar.addfile(_info(f"files/{relative}", stat.st_size, stat.st_mtime), reader)
+            tar.addfile(_info(f"files/{relative}", status.st_size, status.st_mtime), reader)
         files_manifest.append(
-            {"path": relative, "size": stat.st_size, "sha256": reader.digest.hexdigest()}
+            {"path": relative, "size": status.st_size, "sha256": reader.digest.hexdigest()}
         )
     return {
         "format": FORMAT_NAME,
