@@ -40,13 +40,13 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
+    check_lines,
     chunk_lines,
     create_indexes,
     describe_database,
     dump_table,
     engine_kind,
     load_table,
-    parse_line,
     replace_schema,
     table_sums,
 )
@@ -444,9 +444,9 @@ def _stage_table(
             if not end:
                 pending.append(block)
                 continue
-            for line in chunk_lines(b"".join([*pending, block[:end]])):
-                parse_line(line, width, where)
-                rows += 1
+            lines = chunk_lines(b"".join([*pending, block[:end]]))
+            check_lines(lines, width, where)
+            rows += len(lines)
             pending = [block[end:]]
     if any(pending):
         raise SnapshotError(f"{name}: the last row is cut short")

@@ -183,34 +183,38 @@ def server_chunks(
 
 def _stream(connection: Connection, query: str, table: str) -> Iterator[tuple[bytes, int]]:
     import psycopg
+    from psycopg.types.string import ByteaBinaryLoader
 
     raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
     # libpq 17 sends rows in chunks (psycopg-binary bundles it); before, one at a time.
     size = CHUNK_ROWS if psycopg.pq.version() >= 170000 else 1
     try:
-        with raw.cursor() as cursor:
-            pending: list[str | None] = []
-            for (line,) in cursor.stream(query, size=size):
+        with raw.cursor(binary=True) as cursor:
+            # The lines as the server's bytes (UTF-8), not decoded to be encoded again.
+            cursor.adapters.register_loader("text", ByteaBinaryLoader)
+            pending: list[bytes | None] = []
+            for (line,) in cursor.stream(query, size=size, binary=True):
                 pending.append(line)
                 if len(pending) >= CHUNK_ROWS:
-                    yield _chunk(pending, table), len(pending)
+                    yield _chunk(pending, table)
                     pending = []
             if pending:
-                yield _chunk(pending, table), len(pending)
+                yield _chunk(pending, table)
     except psycopg.Error as error:
         raise SnapshotError(f"table {table!r}: {describe(error)}") from None
 
 
-def _chunk(lines: list[str | None], table: str) -> bytes:
+def _chunk(lines: list[bytes | None], table: str) -> tuple[bytes, int]:
     if None in lines:
         raise SnapshotError(
             f"table {table!r}: a value cannot be carried by a snapshot"
             " (a date or time outside years 1-9999, or an infinite number)"
         )
-    data = ("\n".join(cast("list[str]", lines)) + "\n").encode()
+    rows = len(lines)
+    data = b"\n".join([*cast("list[bytes]", lines), b""])
     if b"\x01" in data:
         data = _MARKED.sub(lambda found: repr(float(found[1])).encode(), data)
-    return data
+    return data, rows
 
 
 # Rows in
