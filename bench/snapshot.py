@@ -143,6 +143,7 @@ def child(source_url: str, target_url: str, files: str, work: str) -> None:
     exported = time.perf_counter()
     with open(written.path, "rb") as source:
         staged = stage_snapshot(source, directory / "staging")
+    verified = time.perf_counter()
     target = open_engine(target_url)
     apply_staged(staged, target, directory / "restored")
     target.dispose()
@@ -154,6 +155,7 @@ def child(source_url: str, target_url: str, files: str, work: str) -> None:
             {
                 "export": exported - started,
                 "import": done - exported,
+                "verify": verified - exported,
                 "archive_bytes": written.size,
                 "peak_mb": peak_kb / 1024,
             }
@@ -242,7 +244,8 @@ def main() -> None:
     floor_rate = mb / (best_floor["export"] + best_floor["import"])
     print(
         f"DFE   export {best['export']:6.2f} s  import {best['import']:6.2f} s"
-        f"  -> {ours_rate:6.1f} MB/s  (archive {best['archive_bytes'] / (1 << 20):.0f} MB)"
+        f"  -> {ours_rate:6.1f} MB/s  (archive {best['archive_bytes'] / (1 << 20):.0f} MB,"
+        f" import's verification {best['verify']:.2f} s)"
     )
     print(
         f"floor export {best_floor['export']:6.2f} s  import {best_floor['import']:6.2f} s"

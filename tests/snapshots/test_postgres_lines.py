@@ -264,8 +264,10 @@ def test_plain_runs_split_chunks_at_escapes():
         (True, b'3,"d"\n4,"e"\n'),
     ]
     assert list(plain_runs([b'[3,"d"]\n[4,null]\n'])) == [(True, b'3,"d"\n4,null\n')]
-    # Not one array a line as written: decoded row by row (and refused there).
-    for odd in (b'  [1,"a"]\n', b'[1,"a"],\n[2]\n'):
-        assert all(not plain for plain, _ in plain_runs([odd]))
+    # A bracket in a string: decoded row by row.
+    assert list(plain_runs([b'[1,"a]"]\n[2,"b"]\n'])) == [
+        (False, b'[1,"a]"]\n'),
+        (True, b'2,"b"\n'),
+    ]
     with pytest.raises(SnapshotError, match="cut short"):
         list(plain_runs([b'[1,"a"]\n[2]']))

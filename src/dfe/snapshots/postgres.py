@@ -224,9 +224,10 @@ def plain_runs(chunks: Iterable[bytes]) -> Iterator[tuple[bool, bytes]]:
     """The chunks (of whole lines) as runs of lines: (True, the run as CSV) for plain
     lines, (False, the lines) for the others.
 
-    A plain line has no backslash: its JSON strings hold no quote, escape or control
-    character, so it reads as CSV (`,` between values, strings in double quotes, `null`
-    unquoted for NULL) once its brackets are taken off, done to a whole run at once.
+    A plain line has no backslash and no bracket but its own two: its JSON strings hold no
+    quote, escape or control character, so it reads as CSV (`,` between values, strings
+    in double quotes, `null` unquoted for NULL) once its brackets are taken off, done to
+    a whole run at once.
     Whatever the server makes of it, the read-back after the load must give the archive's
     lines again."""
     for chunk in chunks:
@@ -237,19 +238,23 @@ def plain_runs(chunks: Iterable[bytes]) -> Iterator[tuple[bool, bytes]]:
         lines = chunk.split(b"\n")
         if lines.pop():
             raise SnapshotError("a row is cut short")
-        for plain, group in groupby(lines, key=lambda line: b"\\" not in line):
+        for plain, group in groupby(lines, key=_plain_line):
             run = b"\n".join(group) + b"\n"
             converted = _as_csv(run) if plain else None
             yield (True, converted) if converted is not None else (False, run)
 
 
+def _plain_line(line: bytes) -> bool:
+    return b"\\" not in line and line.count(b"[") == 1 and line.count(b"]") == 1
+
+
 def _as_csv(lines: bytes) -> bytes | None:
-    """Lines that are all `[...]` with no backslash (each was checked while staging to be
-    one JSON array) without their brackets; None for any other."""
-    if not (lines.startswith(b"[") and lines.endswith(b"]\n")) or b"\\" in lines:
+    """Lines without a backslash, each with one "[" and one "]", without them; None for
+    any other. (Each line was checked while staging to be one JSON array: with a single
+    pair of brackets, they are its own.)"""
+    if b"\\" in lines:
         return None
-    body = lines[1:-2].replace(b"]\n[", b"\n")
-    # Each "]\n[" made 2 bytes shorter: every newline but the last was one.
-    if len(lines) - 3 - len(body) != 2 * (lines.count(b"\n") - 1):
+    body = lines.translate(None, b"[]")
+    if len(lines) - len(body) != 2 * lines.count(b"\n"):
         return None
-    return body + b"\n"
+    return body
