@@ -56,12 +56,14 @@ def _float(x: str, type_name: str) -> str:
     # A real comes to Python as its shortest text read as a double (psycopg's loader).
     value = f"{x}::text::float8" if type_name == "float4" else f"{x}::float8"
     shown = f"{value}::text"
+    # Below 1e15 PostgreSQL writes a whole number without a point or exponent ("5", "-0"),
+    # any other with one of them, as Python does.
     return (
         f"CASE WHEN {x} IS NULL THEN 'null'"
         f" WHEN {value} IN ('NaN', 'Infinity', '-Infinity') THEN '\"' || {shown} || '\"'"
         f" WHEN abs({value}) >= 1e15::float8 THEN chr(1) || {shown} || chr(1)"
-        f" WHEN strpos({shown}, '.') > 0 OR strpos({shown}, 'e') > 0 THEN {shown}"
-        f" ELSE {shown} || '.0' END"
+        f" WHEN {value} = trunc({value}) THEN {shown} || '.0'"
+        f" ELSE {shown} END"
     )
 
 
