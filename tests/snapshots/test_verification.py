@@ -375,3 +375,28 @@ def test_the_generated_encoder_writes_the_canonical_lines(engine):
         assert encode(rows) == expected
 
     check()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_rows_longer_than_a_read_block_load(server_database, tmp_path, kind):
+    """Archives are read a block (1 MB) at a time: a row may span several blocks."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'long.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"))
+        rows = [{"id": i, "body": f"{i}" * (i * 700_000 + 1)} for i in range(5)]
+        connection.execute(text("INSERT INTO t VALUES (:id, :body)"), rows)
+    written = write_snapshot(
+        tmp_path / "long.dfe.tar", instance_name="demo", engine=engine, files_root=None
+    )
+    with open(written.path, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")
+    assert staged.manifest["tables"][0]["rows"] == 5
+    url = f"sqlite:///{tmp_path / 'target.db'}" if kind == "sqlite" else server_database(kind).url
+    target = create_engine(url)
+    try:
+        apply_staged(staged, target, None)
+        assert checksum_database(target)[1] == checksum_database(engine)[1]
+    finally:
+        staged.remove()
+        target.dispose()
+        engine.dispose()

@@ -27,7 +27,7 @@ import shutil
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +42,6 @@ from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
     check_lines,
-    chunk_lines,
     create_indexes,
     describe_database,
     dump_table,
@@ -102,6 +101,21 @@ def _info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     info.mtime = int(mtime)
     info.type = tarfile.REGTYPE
     return info
+
+
+def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """Blocks of bytes again, cut after their last newline (what follows goes with the next
+    block); a last piece without its newline comes as it is (the loader refuses it)."""
+    pending: list[bytes] = []
+    for block in blocks:
+        end = block.rfind(b"\n") + 1
+        if end:
+            yield b"".join([*pending, block[:end]])
+            pending = [block[end:]]
+        else:
+            pending.append(block)  # a row longer than a block
+    if any(pending):
+        yield b"".join(pending)
 
 
 def _open_new(path: Path, *, read_too: bool = False) -> IO[bytes]:
@@ -286,31 +300,25 @@ class StagedSnapshot:
 
     def table_chunks(self, member: str) -> Iterator[bytes]:
         """The member's lines, about CHUNK bytes of whole lines at a time."""
-        pending: list[bytes] = []
-        for block in self._blocks(member):
-            end = block.rfind(b"\n") + 1
-            if end:
-                yield b"".join([*pending, block[:end]])
-                pending = [block[end:]]
-            else:
-                pending.append(block)  # a row longer than a block
-        if any(pending):
-            yield b"".join(pending)  # not a whole line: the loader refuses it
-
-    def _blocks(self, member: str) -> Iterator[bytes]:
         if self.archive is None or member not in self.members:
             with open(self.directory / member, "rb") as source:
-                while block := source.read(CHUNK):
-                    yield block
+                yield from _whole_lines(iter(lambda: source.read(CHUNK), b""))
             return
+        # From the archive: each read starts where the last whole line ended.
         offset, size = self.members[member]
         end = offset + size
+        want = CHUNK
         while offset < end:
-            block = os.pread(self.archive.fileno(), min(CHUNK, end - offset), offset)
+            block = os.pread(self.archive.fileno(), min(want, end - offset), offset)
             if not block:
                 raise SnapshotError(f"{member}: the archive changed since it was verified")
-            offset += len(block)
-            yield block
+            cut = len(block) if offset + len(block) == end else block.rfind(b"\n") + 1
+            if not cut:
+                want *= 2  # a row longer than the block: read more at once
+                continue
+            want = CHUNK
+            yield block if cut == len(block) else block[:cut]
+            offset += cut
 
     @property
     def files_directory(self) -> Path:
@@ -443,14 +451,15 @@ def _stage_table(
             digest.update(block)
             if out is not None:
                 out.write(block)
-            end = block.rfind(b"\n") + 1
-            if not end:
-                pending.append(block)
+            lines = block.split(b"\n")
+            if len(lines) == 1:
+                pending.append(block)  # a row longer than a block
                 continue
-            lines = chunk_lines(b"".join([*pending, block[:end]]))
+            if pending:
+                lines[0] = b"".join([*pending, lines[0]])
+            pending = [lines.pop()]
             check_lines(lines, width, where)
             rows += len(lines)
-            pending = [block[end:]]
     if any(pending):
         raise SnapshotError(f"{name}: the last row is cut short")
     return {"rows": rows, "sha256": digest.hexdigest()}
