@@ -2,15 +2,16 @@
 
     .venv/bin/python bench/snapshot.py [--size-mb 200] [--rounds 2] [--pg-url URL]
 
-The instance: a PostgreSQL database (one table, rows of every portable type, made
-server-side with generate_series) holding about 70 % of `--size-mb`, and files (random
-bytes, 1 MB each) for the rest.
+The instance: a PostgreSQL database (one table of integers, strings, text, floats,
+booleans, timestamps and decimals, made server-side with generate_series) holding
+about 70 % of `--size-mb`, and files (random bytes, 1 MB each) for the rest.
 
 - DFE: in a child process of its own (so its peak memory, ru_maxrss, is its own):
-  `write_snapshot` (the export job's work: dump with a server-side cursor, archive),
-  then `stage_snapshot` + `apply_staged` (the import job's work: verify every checksum
-  into a staging directory, load with COPY into a fresh database, read every table back
-  and compare, move the files in).
+  `write_snapshot` (the export job's work: the server writes the canonical lines,
+  streamed into the archive), then `stage_snapshot` + `apply_staged` (the import job's
+  work: verify every row and checksum, the files into a staging directory; load with
+  COPY into a fresh database, read every table back and compare, move the files in).
+  The import's verification alone is printed too.
 - Floor, the same data in the same run: `pg_dump -Fc -Z0` of the database to a file,
   `pg_restore` into a fresh database, and the files copied twice (out and back, as an
   archive and its restore copy them).

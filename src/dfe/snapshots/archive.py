@@ -1,4 +1,4 @@
-"""The snapshot archive: one uncompressed tar, written and read as a stream.
+"""The snapshot archive: one uncompressed tar, written and read in one pass.
 
     schema.json          the tables, engine-neutral (see format.py)
     tables/0001.jsonl    each table's canonical rows, in primary-key order
@@ -7,12 +7,15 @@
                          table's rows and checksum, each file's size and SHA-256
 
 The manifest comes last because its checksums are known only once everything is
-written. Reading is the reverse and trusts nothing: every entry is checked (a
-regular file with a plain relative name in one of the places above; no links,
-no `..`, no absolute path) and copied to a fresh staging directory while it is
-hashed; only when the manifest's version, every row count and every checksum
-match does `apply_staged` change the instance. Without compression, the staged
-copy is never larger than the archive itself.
+written; a table's rows go straight into the archive, their member's header being
+rewritten once their size is known. Reading is the reverse and trusts nothing:
+every entry is checked (a regular file with a plain relative name in one of the
+places above; no links, no `..`, no absolute path) and hashed, files are copied
+to a fresh staging directory, tables' rows are checked where they are (and read
+from the archive again to be loaded); only when the manifest's version, every row
+count and every checksum match does `apply_staged` change the instance, and its
+read-back proves the loaded tables equal to the manifest. Without compression,
+the staged copy is never larger than the archive itself.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Reading an instance database into the portable form, and loading it back, on any engine.
 
 Rows are read with a server-side cursor in batches (`yield_per`) and written as
-they come, so memory stays flat whatever the size. Loading uses COPY on
-PostgreSQL and batched multi-row INSERTs elsewhere, in one transaction where
-the engine allows DDL in one (SQLite, PostgreSQL; MySQL commits each DDL).
+they come, so memory stays flat whatever the size; on PostgreSQL the server
+writes the canonical lines itself (postgres.py). Loading uses COPY on PostgreSQL
+and batched multi-row INSERTs elsewhere, in one transaction where the engine
+allows DDL in one (SQLite, PostgreSQL; MySQL commits each DDL).
 """
 
 from __future__ import annotations
