@@ -4,8 +4,9 @@ On PostgreSQL a table's canonical lines (format.py) are computed by one SELECT,
 an expression per column that gives exactly what the Python encoder gives for
 the value the driver would return, and streamed out in chunks of rows: no
 per-value work in Python, on export and on an import's read-back alike. It is
-used only where every column has one of the plain types below (and the
-connection speaks UTF-8); any other table goes through the Python encoder.
+used only where every column has one of the plain types below (and the server
+is PostgreSQL 14 or later, the connection speaks UTF-8); any other table goes
+through the Python encoder.
 
     int2/int4/int8       x::text
     float4/float8        shortest round-trip digits (extra_float_digits = 1), in Python's
@@ -174,8 +175,9 @@ def server_chunks(
     where the Python encoder must make them (see lines_query)."""
     # Floats as their shortest exact digits, whatever the session had (both paths read them so).
     connection.execute(text("SET LOCAL extra_float_digits = 1"))
-    raw = connection.connection.driver_connection
-    if getattr(getattr(raw, "info", None), "encoding", None) != "utf-8":
+    info = getattr(connection.connection.driver_connection, "info", None)
+    # From PostgreSQL 14 (trim_scale, numeric infinity), on a UTF-8 connection.
+    if getattr(info, "encoding", None) != "utf-8" or getattr(info, "server_version", 0) < 140000:
         return None
     query = lines_query(connection, description)
     if query is None:
