@@ -400,3 +400,22 @@ def test_rows_longer_than_a_read_block_load(server_database, tmp_path, kind):
         staged.remove()
         target.dispose()
         engine.dispose()
+
+
+def test_an_archive_from_a_stream_is_staged_whole(archive, tmp_path):
+    """Not from a file: tables are copied too, and a cut stream is refused."""
+    data = archive.read_bytes()
+    staged = stage_snapshot(io.BytesIO(data), tmp_path / "stage")
+    try:
+        assert (staged.directory / "tables" / "0001.jsonl").read_bytes() == (
+            b'[1,"one"]\n[2,"two"]\n'
+        )
+        target = create_engine(f"sqlite:///{tmp_path / 'target.db'}")
+        apply_staged(staged, target, tmp_path / "files")
+        assert checksum_database(target)[1]["t"].rows == 2
+        target.dispose()
+    finally:
+        staged.remove()
+    with pytest.raises(SnapshotError, match=r"truncated|no manifest\.json"):
+        stage_snapshot(io.BytesIO(data[: len(data) // 3]), tmp_path / "stage2")
+    assert not (tmp_path / "stage2").exists()

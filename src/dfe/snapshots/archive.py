@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -381,11 +381,13 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
     seen: dict[str, dict[str, Any]] = {}
     documents: dict[str, bytes] = {}
     schema: list[dict[str, Any]] | None = None
-    # From a file, tables are not copied: where they are is noted (see StagedSnapshot).
-    start = source.tell() if _regular_file(source) else None
+    # From a file, tarfile reads the headers only and each member is read where it is
+    # (os.pread); tables are not copied, where they are is noted (see StagedSnapshot).
+    # Any other stream is read through, every member copied.
+    in_file = _regular_file(source)
     members: dict[str, tuple[int, int]] = {}
     try:
-        with tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK) as tar:
+        with tarfile.open(fileobj=source, mode="r:" if in_file else "r|") as tar:
             for member in tar:
                 name = _member_name(member)
                 if name is None:
@@ -394,7 +396,11 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
                     raise SnapshotError(f"the archive holds {name[:120]!r} twice: refused")
                 if member.size > (MAX_DOCUMENT if name in (MANIFEST, SCHEMA) else 1 << 62):
                     raise SnapshotError(f"{name} is too large")
-                data = tar.extractfile(member)
+                data = (
+                    _MemberReader(source.fileno(), member.offset_data, member.size)
+                    if in_file
+                    else tar.extractfile(member)
+                )
                 if data is None:
                     raise SnapshotError(f"cannot read {name[:120]!r} from the archive")
                 if name in (MANIFEST, SCHEMA):
@@ -405,10 +411,9 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
                 if name.startswith("tables/"):
                     if schema is None:
                         raise SnapshotError("the archive's tables come before its schema: refused")
-                    copy = staging / name if start is None else None
+                    copy = None if in_file else staging / name
                     seen[name] = _stage_table(data, copy, schema, name)
-                    if start is not None:
-                        members[name] = (start + member.offset_data, member.size)
+                    members[name] = (member.offset_data, member.size)
                 else:
                     seen[name] = _stage_file(data, staging / name)
     except tarfile.TarError as error:
@@ -418,10 +423,33 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
     except EOFError:
         raise SnapshotError("the archive is truncated") from None
     staged = _verify(staging, documents, schema, seen)
-    if start is not None:
+    if in_file:
         staged.archive = os.fdopen(os.dup(source.fileno()), "rb")
         staged.members = members
     return staged
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _MemberReader:
+    """A member's data, read from the archive file where it is."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self.fd, self.offset, self.end = fd, offset, offset + size
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self.end - self.offset if size < 0 else min(size, self.end - self.offset)
+        parts = []
+        while wanted > 0:
+            data = os.pread(self.fd, wanted, self.offset)
+            if not data:
+                raise EOFError  # the file ends before the member does
+            parts.append(data)
+            self.offset += len(data)
+            wanted -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _json(data: bytes, name: str) -> Any:
@@ -437,7 +465,7 @@ def _write_staged(path: Path) -> IO[bytes]:
 
 
 def _stage_table(
-    data: IO[bytes], path: Path | None, schema: list[dict[str, Any]], name: str
+    data: _Readable, path: Path | None, schema: list[dict[str, Any]], name: str
 ) -> dict[str, Any]:
     """Check a table's rows (one JSON array of the table's width a line) and sum them;
     copy them to `path` if given."""
@@ -468,7 +496,7 @@ def _stage_table(
     return {"rows": rows, "sha256": digest.hexdigest()}
 
 
-def _stage_file(data: IO[bytes], path: Path) -> dict[str, Any]:
+def _stage_file(data: _Readable, path: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     size = 0
     with _write_staged(path) as out:
