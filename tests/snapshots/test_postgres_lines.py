@@ -22,7 +22,7 @@ from dfe.snapshots.dump import (
     load_table,
     replace_schema,
 )
-from dfe.snapshots.postgres import lines_query, plain_runs
+from dfe.snapshots.postgres import CSV, ROWS, TEXT, lines_query, plain_runs
 
 COLUMNS = {
     "i2": ("SMALLINT", st.integers(-(2**15), 2**15 - 1)),
@@ -258,16 +258,47 @@ def _groups(lines: bytes, size: int) -> list[list[bytes]]:
 
 def test_plain_runs_split_chunks_at_escapes():
     chunk = b'[1,"a"]\n[2,"b\\"c"]\n[3,"d"]\n[4,"e"]\n'
-    assert list(plain_runs([chunk])) == [
-        (True, b'1,"a"\n'),
-        (False, b'[2,"b\\"c"]\n'),
-        (True, b'3,"d"\n4,"e"\n'),
+    assert list(plain_runs([chunk], 2)) == [
+        (TEXT, b"1\ta\n"),
+        (ROWS, b'[2,"b\\"c"]\n'),
+        (TEXT, b"3\td\n4\te\n"),
     ]
-    assert list(plain_runs([b'[3,"d"]\n[4,null]\n'])) == [(True, b'3,"d"\n4,null\n')]
+    # A comma or "null" in a string: CSV, which quotes strings.
+    assert list(plain_runs([b'[3,"d,e"]\n[4,null]\n'], 2)) == [(CSV, b'3,"d,e"\n4,null\n')]
+    assert list(plain_runs([b'[3,"null"]\n[4,null]\n'], 2)) == [(CSV, b'3,"null"\n4,null\n')]
+    assert list(plain_runs([b'[3,""]\n[4,null]\n'], 2)) == [(TEXT, b"3\t\n4\tnull\n")]
     # A bracket in a string: decoded row by row.
-    assert list(plain_runs([b'[1,"a]"]\n[2,"b"]\n'])) == [
-        (False, b'[1,"a]"]\n'),
-        (True, b'2,"b"\n'),
+    assert list(plain_runs([b'[1,"a]"]\n[2,"b"]\n'], 2)) == [
+        (ROWS, b'[1,"a]"]\n'),
+        (TEXT, b"2\tb\n"),
     ]
     with pytest.raises(SnapshotError, match="cut short"):
-        list(plain_runs([b'[1,"a"]\n[2]']))
+        list(plain_runs([b'[1,"a"]\n[2]'], 2))
+
+
+def test_text_csv_and_decoded_runs_load_back_exactly(table, server_database):
+    """Runs in the server's text format, as CSV and decoded row by row, in one table."""
+    rows = [dict.fromkeys(COLUMNS) for _ in range(9)]
+    for index, row in enumerate(rows):
+        row.update(i8=index, vc=f"word {index}", tx="", f8=index / 3, b=index % 2 == 0)
+        row.update(dn=Decimal(index) / 4, ts=datetime(2024, 1, index + 1, 5), tm=time(index))
+    rows[2].update(vc="with, a comma")  # CSV
+    rows[3].update(tx="null")  # CSV
+    rows[5].update(tx='a "quote"')  # decoded
+    rows[7].update(vc=None, tx=None, f8=math.nan)  # text, NULLs and "NaN"
+    insert(table, rows)
+    with table.connect() as connection:
+        (description,) = describe_database(connection)
+        kept = {**description, "columns": [c for c in description["columns"] if c["name"] != "by"]}
+        lines = b"".join(chunk for chunk, _ in dump_chunks(connection, kept))
+    pieces = [b"".join(line + b"\n" for line in group) for group in _groups(lines, 2)]
+    kinds = {kind for piece in pieces for kind, _ in plain_runs([piece], len(kept["columns"]))}
+    assert kinds == {TEXT, CSV, ROWS}
+    target = create_engine(server_database("postgresql").url)
+    try:
+        with target.begin() as connection:
+            built = replace_schema(connection, [kept])
+            load_table(connection, built["t"], kept, pieces)
+            assert b"".join(c for c, _ in dump_chunks(connection, kept)) == lines
+    finally:
+        target.dispose()

@@ -49,7 +49,7 @@ from dfe.snapshots.format import (
     row_decoder,
     sql_type,
 )
-from dfe.snapshots.postgres import plain_runs, server_chunks
+from dfe.snapshots.postgres import CSV, ROWS, TEXT, plain_runs, server_chunks
 
 BATCH_ROWS = 5000
 CONNECT_TIMEOUT = 10
@@ -390,8 +390,9 @@ def load_table(
 def _copy_rows(
     connection: Connection, target: Table, description: dict[str, Any], chunks: Iterable[bytes]
 ) -> None:
-    """COPY FROM STDIN, what pg_restore uses: runs of plain lines as CSV, with no work per
-    row here (postgres.plain_runs), the others decoded row by row."""
+    """COPY FROM STDIN, what pg_restore uses: runs of plain lines in the server's text
+    format or as CSV, with no work per row here (postgres.plain_runs), the others decoded
+    row by row."""
     import psycopg
     from psycopg import sql
 
@@ -400,26 +401,28 @@ def _copy_rows(
         sql.Identifier(target.name),
         sql.SQL(", ").join(sql.Identifier(c["name"]) for c in description["columns"]),
     )
-    as_csv = sql.SQL("{} (FORMAT csv, NULL 'null')").format(copy)
-    csv_allowed = raw.info.encoding == "utf-8" and all(
+    statements = {
+        TEXT: sql.SQL("{} (NULL 'null')").format(copy),
+        CSV: sql.SQL("{} (FORMAT csv, NULL 'null')").format(copy),
+        ROWS: copy,
+    }
+    converted = raw.info.encoding == "utf-8" and all(
         c["type"] != "binary" for c in description["columns"]
     )
+    width = len(description["columns"])
     where = f"table {description['name']!r}"
     try:
         with raw.cursor() as cursor:
-            runs = plain_runs(chunks) if csv_allowed else ((False, c) for c in chunks)
-            for plain, run in groupby(runs, key=itemgetter(0)):
-                if plain:
-                    with cursor.copy(as_csv) as writer:
+            runs = plain_runs(chunks, width) if converted else ((ROWS, c) for c in chunks)
+            for kind, run in groupby(runs, key=itemgetter(0)):
+                with cursor.copy(statements[kind]) as writer:
+                    if kind != ROWS:
                         for _, rows in run:
                             writer.write(rows)
-                else:
-                    with cursor.copy(copy) as writer:
-                        for batch in _batches(
-                            (chunk for _, chunk in run), description, where, "postgresql"
-                        ):
-                            for row in batch:
-                                writer.write_row(row)
+                        continue
+                    for batch in _batches((c for _, c in run), description, where, "postgresql"):
+                        for row in batch:
+                            writer.write_row(row)
     except psycopg.Error as error:
         # The server refused a value (or a key twice): the transaction is rolled back.
         raise SnapshotError(f"table {target.name!r}: {describe(error)}") from None
