@@ -2,15 +2,16 @@
 
     .venv/bin/python bench/snapshot.py [--size-mb 200] [--rounds 2] [--pg-url URL]
 
-The instance: a PostgreSQL database (one table, rows of every portable type, made
-server-side with generate_series) holding about 70 % of `--size-mb`, and files (random
-bytes, 1 MB each) for the rest.
+The instance: a PostgreSQL database (one table of integers, strings, text, floats,
+booleans, timestamps and decimals, made server-side with generate_series) holding
+about 70 % of `--size-mb`, and files (random bytes, 1 MB each) for the rest.
 
 - DFE: in a child process of its own (so its peak memory, ru_maxrss, is its own):
-  `write_snapshot` (the export job's work: dump with a server-side cursor, archive),
-  then `stage_snapshot` + `apply_staged` (the import job's work: verify every checksum
-  into a staging directory, load with COPY into a fresh database, read every table back
-  and compare, move the files in).
+  `write_snapshot` (the export job's work: the server writes the canonical lines,
+  streamed into the archive), then `stage_snapshot` + `apply_staged` (the import job's
+  work: verify every row and checksum, the files into a staging directory; load with
+  COPY into a fresh database, read every table back and compare, move the files in).
+  The import's verification alone is printed too.
 - Floor, the same data in the same run: `pg_dump -Fc -Z0` of the database to a file,
   `pg_restore` into a fresh database, and the files copied twice (out and back, as an
   archive and its restore copy them).
@@ -143,6 +144,7 @@ def child(source_url: str, target_url: str, files: str, work: str) -> None:
     exported = time.perf_counter()
     with open(written.path, "rb") as source:
         staged = stage_snapshot(source, directory / "staging")
+    verified = time.perf_counter()
     target = open_engine(target_url)
     apply_staged(staged, target, directory / "restored")
     target.dispose()
@@ -154,6 +156,7 @@ def child(source_url: str, target_url: str, files: str, work: str) -> None:
             {
                 "export": exported - started,
                 "import": done - exported,
+                "verify": verified - exported,
                 "archive_bytes": written.size,
                 "peak_mb": peak_kb / 1024,
             }
@@ -242,7 +245,8 @@ def main() -> None:
     floor_rate = mb / (best_floor["export"] + best_floor["import"])
     print(
         f"DFE   export {best['export']:6.2f} s  import {best['import']:6.2f} s"
-        f"  -> {ours_rate:6.1f} MB/s  (archive {best['archive_bytes'] / (1 << 20):.0f} MB)"
+        f"  -> {ours_rate:6.1f} MB/s  (archive {best['archive_bytes'] / (1 << 20):.0f} MB,"
+        f" import's verification {best['verify']:.2f} s)"
     )
     print(
         f"floor export {best_floor['export']:6.2f} s  import {best_floor['import']:6.2f} s"

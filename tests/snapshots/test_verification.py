@@ -51,6 +51,7 @@ def rewrite(path: Path, target: Path, change: Callable[[Members], Members]) -> P
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in change(members(path)):
             info.size = len(data)
+            info.pax_headers.pop("size", None)  # tables carry their size in a PAX record too
             tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
     return target
 
@@ -91,6 +92,7 @@ def test_a_good_archive_is_staged(archive, tmp_path):
         staged = stage_snapshot(source, tmp_path / "stage")
     assert staged.manifest["instance"] == "demo"
     assert (staged.files_directory / "sub" / "a.txt").read_text() == "hello"
+    staged.remove()
 
 
 CASES = {
@@ -172,6 +174,25 @@ def test_not_an_archive_is_refused(tmp_path):
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(5000))
     assert "not a readable snapshot archive" in staged_or_error(junk, tmp_path / "stage")
+
+
+def test_tables_are_loaded_from_the_verified_archive_itself(archive, tmp_path):
+    """From a file, staging copies only the files; a table changed in the archive after its
+    verification does not load."""
+    with open(archive, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")
+    try:
+        assert not (staged.directory / "tables").exists()
+        assert (staged.directory / "files" / "sub" / "a.txt").exists()
+        assert b"".join(staged.table_chunks("tables/0001.jsonl")) == b'[1,"one"]\n[2,"two"]\n'
+        data = archive.read_bytes()
+        archive.write_bytes(data.replace(b'"two"', b'"TWO"'))
+        target = create_engine(f"sqlite:///{tmp_path / 'target.db'}")
+        with pytest.raises(SnapshotError, match="does not read back as the snapshot holds it"):
+            apply_staged(staged, target, None)
+        target.dispose()
+    finally:
+        staged.remove()
 
 
 def test_a_refused_archive_changes_nothing(archive, tmp_path):
@@ -290,6 +311,7 @@ def test_a_row_that_does_not_load_exactly_changes_nothing(server_database, tmp_p
             apply_staged(staged, target, None)
         assert checksum_database(target) == before  # rolled back: still only `keep`
     finally:
+        staged.remove()
         target.dispose()
 
 
@@ -322,6 +344,7 @@ def test_indexes_are_made_after_the_rows_and_kept(server_database, tmp_path, kin
             assert describe_database(after)[0]["indexes"] == [{"columns": ["n"]}]
         assert checksum_database(target)[1] == checksum_database(engine)[1]
     finally:
+        staged.remove()
         target.dispose()
         engine.dispose()
 
@@ -352,3 +375,47 @@ def test_the_generated_encoder_writes_the_canonical_lines(engine):
         assert encode(rows) == expected
 
     check()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_rows_longer_than_a_read_block_load(server_database, tmp_path, kind):
+    """Archives are read a block (1 MB) at a time: a row may span several blocks."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'long.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"))
+        rows = [{"id": i, "body": f"{i}" * (i * 700_000 + 1)} for i in range(5)]
+        connection.execute(text("INSERT INTO t VALUES (:id, :body)"), rows)
+    written = write_snapshot(
+        tmp_path / "long.dfe.tar", instance_name="demo", engine=engine, files_root=None
+    )
+    with open(written.path, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")
+    assert staged.manifest["tables"][0]["rows"] == 5
+    url = f"sqlite:///{tmp_path / 'target.db'}" if kind == "sqlite" else server_database(kind).url
+    target = create_engine(url)
+    try:
+        apply_staged(staged, target, None)
+        assert checksum_database(target)[1] == checksum_database(engine)[1]
+    finally:
+        staged.remove()
+        target.dispose()
+        engine.dispose()
+
+
+def test_an_archive_from_a_stream_is_staged_whole(archive, tmp_path):
+    """Not from a file: tables are copied too, and a cut stream is refused."""
+    data = archive.read_bytes()
+    staged = stage_snapshot(io.BytesIO(data), tmp_path / "stage")
+    try:
+        assert (staged.directory / "tables" / "0001.jsonl").read_bytes() == (
+            b'[1,"one"]\n[2,"two"]\n'
+        )
+        target = create_engine(f"sqlite:///{tmp_path / 'target.db'}")
+        apply_staged(staged, target, tmp_path / "files")
+        assert checksum_database(target)[1]["t"].rows == 2
+        target.dispose()
+    finally:
+        staged.remove()
+    with pytest.raises(SnapshotError, match=r"truncated|no manifest\.json"):
+        stage_snapshot(io.BytesIO(data[: len(data) // 3]), tmp_path / "stage2")
+    assert not (tmp_path / "stage2").exists()

@@ -1,4 +1,4 @@
-"""The snapshot archive: one uncompressed tar, written and read as a stream.
+"""The snapshot archive: one uncompressed tar, written and read in one pass.
 
     schema.json          the tables, engine-neutral (see format.py)
     tables/0001.jsonl    each table's canonical rows, in primary-key order
@@ -7,29 +7,35 @@
                          table's rows and checksum, each file's size and SHA-256
 
 The manifest comes last because its checksums are known only once everything is
-written. Reading is the reverse and trusts nothing: every entry is checked (a
-regular file with a plain relative name in one of the places above; no links,
-no `..`, no absolute path) and copied to a fresh staging directory while it is
-hashed; only when the manifest's version, every row count and every checksum
-match does `apply_staged` change the instance. Without compression, the staged
-copy is never larger than the archive itself.
+written; a table's rows go straight into the archive, their member's header being
+rewritten once their size is known. Reading is the reverse and trusts nothing:
+every entry is checked (a regular file with a plain relative name in one of the
+places above; no links, no `..`, no absolute path) and hashed, files are copied
+to a fresh staging directory, tables' rows are checked where they are (and read
+from the archive again to be loaded); only when the manifest's version, every row
+count and every checksum match does `apply_staged` change the instance, and its
+read-back proves the loaded tables equal to the manifest. Without compression,
+the staged copy is never larger than the archive itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tarfile
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,12 +44,12 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
+    check_lines,
     create_indexes,
     describe_database,
     dump_table,
     engine_kind,
     load_table,
-    parse_line,
     replace_schema,
     table_sums,
 )
@@ -61,24 +67,11 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 Progress = Callable[[str, int], None]
+_T = TypeVar("_T")
 
 
 def _no_progress(_step: str, _percent: int) -> None:
     return None
-
-
-class _HashingWriter:
-    """A write-only stream that hashes and counts what passes through it."""
-
-    def __init__(self, target: IO[bytes]) -> None:
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.target.write(data)
 
 
 class _HashingReader:
@@ -113,9 +106,25 @@ def _info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-def _open_new(path: Path) -> IO[bytes]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-    return os.fdopen(fd, "wb")
+def _whole_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """Blocks of bytes again, cut after their last newline (what follows goes with the next
+    block); a last piece without its newline comes as it is (the loader refuses it)."""
+    pending: list[bytes] = []
+    for block in blocks:
+        end = block.rfind(b"\n") + 1
+        if end:
+            yield b"".join([*pending, block[:end]])
+            pending = [block[end:]]
+        else:
+            pending.append(block)  # a row longer than a block
+    if any(pending):
+        yield b"".join(pending)
+
+
+def _open_new(path: Path, *, read_too: bool = False) -> IO[bytes]:
+    access = os.O_RDWR if read_too else os.O_WRONLY
+    fd = os.open(path, access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    return os.fdopen(fd, "w+b" if read_too else "wb")
 
 
 def instance_files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -145,21 +154,63 @@ def write_snapshot(
     partial = destination.with_name(destination.name + ".part")
     now = time.time()
     try:
-        with _open_new(partial) as raw:
-            out = _HashingWriter(raw)
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-                manifest = _write_members(
-                    tar, instance_name, engine, files_root, destination.parent, now, progress
-                )
+        with _open_new(partial, read_too=True) as raw:
+            with tarfile.TarFile(
+                fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
+            ) as tar:
+                manifest = _write_members(tar, instance_name, engine, files_root, now, progress)
                 document = json.dumps(manifest, indent=1, sort_keys=True).encode()
                 tar.addfile(_info(MANIFEST, len(document), now), _BytesReader(document))
             raw.flush()
-            os.fsync(raw.fileno())
+            # The disk write (I/O wait) and the hash of the file (CPU) at the same time.
+            with ThreadPoolExecutor(1) as pool:
+                synced = pool.submit(os.fsync, raw.fileno())
+                size, digest = _file_sum(raw)
+                synced.result()
         os.replace(partial, destination)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return WrittenSnapshot(destination, out.size, out.digest.hexdigest(), manifest)
+    return WrittenSnapshot(destination, size, digest, manifest)
+
+
+def _file_sum(file: IO[bytes]) -> tuple[int, str]:
+    """The size and SHA-256 of a whole (flushed) file, read again from its start."""
+    digest = hashlib.sha256()
+    size = 0
+    while block := os.pread(file.fileno(), CHUNK, size):
+        digest.update(block)
+        size += len(block)
+    return size, digest.hexdigest()
+
+
+def _add_written(
+    tar: tarfile.TarFile, name: str, mtime: float, write: Callable[[IO[bytes]], _T]
+) -> _T:
+    """A member whose data `write` writes straight into the archive (a seekable file): its
+    size is known only then, so its header is written first with size 0 and rewritten after.
+    The size also goes in a PAX record of fixed width, so the header keeps its length
+    (and members over 8 GiB, beyond the plain header's field, are carried)."""
+    info = _info(name, 0, mtime)
+    info.pax_headers = {"size": f"{0:020d}"}
+    start = tar.offset
+    header = info.tobuf(tar.format, tar.encoding, tar.errors)
+    out = cast("IO[bytes]", tar.fileobj)
+    out.write(header)
+    result = write(out)
+    size = out.tell() - start - len(header)
+    info.size = size
+    info.pax_headers = {"size": f"{size:020d}"}
+    patched = info.tobuf(tar.format, tar.encoding, tar.errors)
+    if len(patched) != len(header):
+        raise SnapshotError(f"{name}: too large for the archive")
+    out.seek(start)
+    out.write(patched)
+    out.seek(0, os.SEEK_END)
+    padding = -size % tarfile.BLOCKSIZE
+    out.write(tarfile.NUL * padding)
+    tar.offset = start + len(header) + size + padding
+    return result
 
 
 class _BytesReader:
@@ -179,7 +230,6 @@ def _write_members(
     instance_name: str,
     engine: Engine,
     files_root: Path | None,
-    scratch_dir: Path,
     now: float,
     progress: Progress,
 ) -> dict[str, Any]:
@@ -195,11 +245,8 @@ def _write_members(
             for index, description in enumerate(tables, start=1):
                 progress(f"table {description['name']}", 10 + 60 * index // (len(tables) + 1))
                 member = f"tables/{index:04d}.jsonl"
-                with tempfile.TemporaryFile(dir=scratch_dir) as scratch:
-                    summed = dump_table(connection, description, scratch)
-                    size = scratch.tell()
-                    scratch.seek(0)
-                    tar.addfile(_info(member, size, now), scratch)
+                dump = functools.partial(dump_table, connection, description)
+                summed = _add_written(tar, member, now, dump)
                 tables_manifest.append(
                     {
                         "name": description["name"],
@@ -218,11 +265,11 @@ def _write_members(
         except OSError:
             continue  # removed (or replaced by a link) since the walk
         with os.fdopen(fd, "rb") as source:
-            stat = os.fstat(source.fileno())
+            status = os.fstat(source.fileno())
             reader = _HashingReader(source)
-            tar.addfile(_info(f"files/{relative}", stat.st_size, stat.st_mtime), reader)
+            tar.addfile(_info(f"files/{relative}", status.st_size, status.st_mtime), reader)
         files_manifest.append(
-            {"path": relative, "size": stat.st_size, "sha256": reader.digest.hexdigest()}
+            {"path": relative, "size": status.st_size, "sha256": reader.digest.hexdigest()}
         )
     return {
         "format": FORMAT_NAME,
@@ -241,22 +288,48 @@ def _write_members(
 
 @dataclass
 class StagedSnapshot:
-    """An archive verified and copied to `directory`; nothing has been applied yet."""
+    """An archive verified (and its files copied to `directory`); nothing applied yet.
+
+    A table's rows are read again from the archive file itself when they are loaded
+    (`archive`, an open file of its own, and where each table's rows start and end), so
+    they are not copied; the load's read-back proves what was loaded equal to the
+    manifest all the same. From a stream that is not a file, they are copied too."""
 
     directory: Path
     manifest: dict[str, Any]
     tables: list[dict[str, Any]]
-    _sums: dict[str, TableSum] = field(default_factory=dict)
+    archive: IO[bytes] | None = None
+    members: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    def table_lines(self, member: str) -> Iterator[bytes]:
-        with open(self.directory / member, "rb") as source:
-            yield from source
+    def table_chunks(self, member: str) -> Iterator[bytes]:
+        """The member's lines, about CHUNK bytes of whole lines at a time."""
+        if self.archive is None or member not in self.members:
+            with open(self.directory / member, "rb") as source:
+                yield from _whole_lines(iter(lambda: source.read(CHUNK), b""))
+            return
+        # From the archive: each read starts where the last whole line ended.
+        offset, size = self.members[member]
+        end = offset + size
+        want = CHUNK
+        while offset < end:
+            block = os.pread(self.archive.fileno(), min(want, end - offset), offset)
+            if not block:
+                raise SnapshotError(f"{member}: the archive changed since it was verified")
+            cut = len(block) if offset + len(block) == end else block.rfind(b"\n") + 1
+            if not cut:
+                want *= 2  # a row longer than the block: read more at once
+                continue
+            want = CHUNK
+            yield block if cut == len(block) else block[:cut]
+            offset += cut
 
     @property
     def files_directory(self) -> Path:
         return self.directory / "files"
 
     def remove(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -297,12 +370,24 @@ def stage_snapshot(source: IO[bytes], staging: Path) -> StagedSnapshot:
         raise
 
 
+def _regular_file(source: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
     seen: dict[str, dict[str, Any]] = {}
     documents: dict[str, bytes] = {}
     schema: list[dict[str, Any]] | None = None
+    # From a file, tarfile reads the headers only and each member is read where it is
+    # (os.pread); tables are not copied, where they are is noted (see StagedSnapshot).
+    # Any other stream is read through, every member copied.
+    in_file = _regular_file(source)
+    members: dict[str, tuple[int, int]] = {}
     try:
-        with tarfile.open(fileobj=source, mode="r|") as tar:
+        with tarfile.open(fileobj=source, mode="r:" if in_file else "r|") as tar:
             for member in tar:
                 name = _member_name(member)
                 if name is None:
@@ -311,7 +396,11 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
                     raise SnapshotError(f"the archive holds {name[:120]!r} twice: refused")
                 if member.size > (MAX_DOCUMENT if name in (MANIFEST, SCHEMA) else 1 << 62):
                     raise SnapshotError(f"{name} is too large")
-                data = tar.extractfile(member)
+                data = (
+                    _MemberReader(source.fileno(), member.offset_data, member.size)
+                    if in_file
+                    else tar.extractfile(member)
+                )
                 if data is None:
                     raise SnapshotError(f"cannot read {name[:120]!r} from the archive")
                 if name in (MANIFEST, SCHEMA):
@@ -322,7 +411,9 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
                 if name.startswith("tables/"):
                     if schema is None:
                         raise SnapshotError("the archive's tables come before its schema: refused")
-                    seen[name] = _stage_table(data, staging / name, schema, name)
+                    copy = None if in_file else staging / name
+                    seen[name] = _stage_table(data, copy, schema, name)
+                    members[name] = (member.offset_data, member.size)
                 else:
                     seen[name] = _stage_file(data, staging / name)
     except tarfile.TarError as error:
@@ -331,7 +422,34 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
         ) from None
     except EOFError:
         raise SnapshotError("the archive is truncated") from None
-    return _verify(staging, documents, schema, seen)
+    staged = _verify(staging, documents, schema, seen)
+    if in_file:
+        staged.archive = os.fdopen(os.dup(source.fileno()), "rb")
+        staged.members = members
+    return staged
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _MemberReader:
+    """A member's data, read from the archive file where it is."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self.fd, self.offset, self.end = fd, offset, offset + size
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self.end - self.offset if size < 0 else min(size, self.end - self.offset)
+        parts = []
+        while wanted > 0:
+            data = os.pread(self.fd, wanted, self.offset)
+            if not data:
+                raise EOFError  # the file ends before the member does
+            parts.append(data)
+            self.offset += len(data)
+            wanted -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _json(data: bytes, name: str) -> Any:
@@ -347,8 +465,10 @@ def _write_staged(path: Path) -> IO[bytes]:
 
 
 def _stage_table(
-    data: IO[bytes], path: Path, schema: list[dict[str, Any]], name: str
+    data: _Readable, path: Path | None, schema: list[dict[str, Any]], name: str
 ) -> dict[str, Any]:
+    """Check a table's rows (one JSON array of the table's width a line) and sum them;
+    copy them to `path` if given."""
     index = int(name.removeprefix("tables/").removesuffix(".jsonl"))
     if not 1 <= index <= len(schema):
         raise SnapshotError(f"{name}: no such table in the schema")
@@ -356,20 +476,27 @@ def _stage_table(
     digest = hashlib.sha256()
     rows = 0
     where = f"table {schema[index - 1]['name']!r}"
-    with _write_staged(path) as out:
-        while lines := data.readlines(CHUNK):
-            if not lines[-1].endswith(b"\n"):
-                raise SnapshotError(f"{name}: the last row is cut short")
-            for line in lines:
-                parse_line(line, width, where)
-            chunk = b"".join(lines)
-            digest.update(chunk)
-            out.write(chunk)
+    pending: list[bytes] = []  # the start of a row that goes on in the next block
+    with _write_staged(path) if path else contextlib.nullcontext() as out:
+        while block := data.read(CHUNK):
+            digest.update(block)
+            if out is not None:
+                out.write(block)
+            lines = block.split(b"\n")
+            if len(lines) == 1:
+                pending.append(block)  # a row longer than a block
+                continue
+            if pending:
+                lines[0] = b"".join([*pending, lines[0]])
+            pending = [lines.pop()]
+            check_lines(lines, width, where)
             rows += len(lines)
+    if any(pending):
+        raise SnapshotError(f"{name}: the last row is cut short")
     return {"rows": rows, "sha256": digest.hexdigest()}
 
 
-def _stage_file(data: IO[bytes], path: Path) -> dict[str, Any]:
+def _stage_file(data: _Readable, path: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     size = 0
     with _write_staged(path) as out:
@@ -455,7 +582,7 @@ def apply_staged(
                     connection,
                     built[description["name"]],
                     description,
-                    staged.table_lines(entry["member"]),
+                    staged.table_chunks(entry["member"]),
                 )
             create_indexes(connection, built)
             progress("verify", 85)

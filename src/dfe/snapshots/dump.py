@@ -1,19 +1,22 @@
 """Reading an instance database into the portable form, and loading it back, on any engine.
 
 Rows are read with a server-side cursor in batches (`yield_per`) and written as
-they come, so memory stays flat whatever the size. Loading uses COPY on
-PostgreSQL and batched multi-row INSERTs elsewhere, in one transaction where
-the engine allows DDL in one (SQLite, PostgreSQL; MySQL commits each DDL).
+they come, so memory stays flat whatever the size; on PostgreSQL the server
+writes the canonical lines itself (postgres.py). Loading uses COPY on PostgreSQL
+and batched multi-row INSERTs elsewhere, in one transaction where the engine
+allows DDL in one (SQLite, PostgreSQL; MySQL commits each DDL).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import IO, Any, cast
 
+import orjson
 from sqlalchemy import (
     Column,
     Connection,
@@ -46,6 +49,7 @@ from dfe.snapshots.format import (
     row_decoder,
     sql_type,
 )
+from dfe.snapshots.postgres import CSV, ROWS, TEXT, plain_runs, server_chunks
 
 BATCH_ROWS = 5000
 CONNECT_TIMEOUT = 10
@@ -211,7 +215,19 @@ def _reader(description: dict[str, Any]) -> Any:
 
 def dump_chunks(connection: Connection, description: dict[str, Any]) -> Iterator[tuple[bytes, int]]:
     """The table's canonical lines in primary-key order, a batch at a time: (the batch's
-    lines as one bytes, its row count)."""
+    lines as one bytes, its row count). On PostgreSQL the server makes them where it can
+    (postgres.py), elsewhere `encoded_chunks`."""
+    if connection.dialect.name == "postgresql":
+        made = server_chunks(connection, description)
+        if made is not None:
+            return made
+    return encoded_chunks(connection, description)
+
+
+def encoded_chunks(
+    connection: Connection, description: dict[str, Any]
+) -> Iterator[tuple[bytes, int]]:
+    """`dump_chunks` by the Python encoder (format.lines_encoder), on any engine."""
     encode = lines_encoder(description["columns"], engine_kind(connection.engine))
     result = connection.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(
         _reader(description)
@@ -222,9 +238,8 @@ def dump_chunks(connection: Connection, description: dict[str, Any]) -> Iterator
 
 def dump_rows(connection: Connection, description: dict[str, Any]) -> Iterator[bytes]:
     """The table's canonical lines, in primary-key order, read in batches."""
-    for chunk, rows in dump_chunks(connection, description):
-        if rows:
-            yield from (line + b"\n" for line in chunk[:-1].split(b"\n"))
+    for chunk, _ in dump_chunks(connection, description):
+        yield from (line + b"\n" for line in chunk_lines(chunk))
 
 
 def dump_table(connection: Connection, description: dict[str, Any], out: IO[bytes]) -> TableSum:
@@ -266,27 +281,25 @@ def table_sums(connection: Connection, tables: list[dict[str, Any]]) -> dict[str
 # Rows in
 
 
-_DECODER = json.JSONDecoder()
-_DECODE = _DECODER.decode
-_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[attr-defined]
-
-
 def parse_line(line: bytes, width: int, where: str) -> list[Any]:
+    """A row's values; SnapshotError unless the line is one JSON array of `width` values."""
     try:
-        text = line.decode()
-        try:
-            # Fast path (a line as written: one array, then its newline); anything else is
-            # judged by the full decoder, as json.loads would.
-            values, end = _SCAN(text, 0)
-            if end != len(text) - 1 or text[end] != "\n":
-                values = _DECODE(text)
-        except StopIteration:
-            values = _DECODE(text)
-    except ValueError:
+        values = orjson.loads(line)
+    except orjson.JSONDecodeError:
         raise SnapshotError(f"{where}: a row is not valid JSON") from None
-    if not isinstance(values, list) or len(values) != width:
+    if type(values) is not list or len(values) != width:
         raise SnapshotError(f"{where}: a row does not have {width} values")
     return values
+
+
+def check_lines(lines: list[bytes], width: int, where: str) -> None:
+    """`parse_line` of each line, done a block at a time (no Python work per line)."""
+    try:
+        parsed = list(map(orjson.loads, lines))
+    except orjson.JSONDecodeError:
+        raise SnapshotError(f"{where}: a row is not valid JSON") from None
+    if parsed and (set(map(type, parsed)) != {list} or set(map(len, parsed)) != {width}):
+        raise SnapshotError(f"{where}: a row does not have {width} values")
 
 
 # Where the server checks these types itself (a string for an integer is refused), JSON's
@@ -303,22 +316,31 @@ _SERVER_CHECKED = {
 }
 
 
+def chunk_lines(chunk: bytes) -> list[bytes]:
+    """The lines of a chunk of whole lines (each with its newline), without their newlines."""
+    lines = chunk.split(b"\n")
+    if lines.pop():
+        raise SnapshotError("a row is cut short")
+    return lines
+
+
 def _batches(
-    lines: Iterable[bytes], description: dict[str, Any], where: str, engine: str
+    chunks: Iterable[bytes], description: dict[str, Any], where: str, engine: str
 ) -> Iterator[list[list[Any]]]:
     columns = description["columns"]
     decode = row_decoder(columns, _SERVER_CHECKED.get(engine, frozenset()))
     width = len(columns)
     batch: list[list[Any]] = []
-    for line in lines:
-        values = parse_line(line, width, where)
-        try:
-            batch.append(decode(values))
-        except (ValueError, TypeError, ArithmeticError):  # decimal.InvalidOperation
-            raise SnapshotError(f"{where}: a value does not fit its column's type") from None
-        if len(batch) >= BATCH_ROWS:
-            yield batch
-            batch = []
+    for chunk in chunks:
+        for line in chunk_lines(chunk):
+            values = parse_line(line, width, where)
+            try:
+                batch.append(decode(values))
+            except (ValueError, TypeError, ArithmeticError):  # decimal.InvalidOperation
+                raise SnapshotError(f"{where}: a value does not fit its column's type") from None
+            if len(batch) >= BATCH_ROWS:
+                yield batch
+                batch = []
     if batch:
         yield batch
 
@@ -350,37 +372,57 @@ def create_indexes(connection: Connection, built: dict[str, Table]) -> None:
 
 
 def load_table(
-    connection: Connection, target: Table, description: dict[str, Any], lines: Iterable[bytes]
+    connection: Connection, target: Table, description: dict[str, Any], chunks: Iterable[bytes]
 ) -> None:
+    """Load the table's canonical lines, given as chunks of whole lines."""
     where = f"table {description['name']!r}"
     names = [c["name"] for c in description["columns"]]
-    batches = _batches(lines, description, where, engine_kind(connection.engine))
     if connection.dialect.name == "postgresql":
-        _copy_rows(connection, target, names, batches)
-    else:
-        statement = insert(target)
-        for batch in batches:
-            connection.execute(statement, [dict(zip(names, row, strict=True)) for row in batch])
-    if description.get("autoincrement") and connection.dialect.name == "postgresql":
-        _advance_sequence(connection, target, description["primary_key"][0])
+        _copy_rows(connection, target, description, chunks)
+        if description.get("autoincrement"):
+            _advance_sequence(connection, target, description["primary_key"][0])
+        return
+    statement = insert(target)
+    for batch in _batches(chunks, description, where, engine_kind(connection.engine)):
+        connection.execute(statement, [dict(zip(names, row, strict=True)) for row in batch])
 
 
 def _copy_rows(
-    connection: Connection, target: Table, names: list[str], batches: Iterator[list[list[Any]]]
+    connection: Connection, target: Table, description: dict[str, Any], chunks: Iterable[bytes]
 ) -> None:
-    """COPY FROM STDIN: what pg_restore uses, many times faster than INSERTs."""
+    """COPY FROM STDIN, what pg_restore uses: runs of plain lines in the server's text
+    format or as CSV, with no work per row here (postgres.plain_runs), the others decoded
+    row by row."""
     import psycopg
     from psycopg import sql
 
     raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(target.name), sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(target.name),
+        sql.SQL(", ").join(sql.Identifier(c["name"]) for c in description["columns"]),
     )
+    statements = {
+        TEXT: sql.SQL("{} (NULL 'null')").format(copy),
+        CSV: sql.SQL("{} (FORMAT csv, NULL 'null')").format(copy),
+        ROWS: copy,
+    }
+    converted = raw.info.encoding == "utf-8" and all(
+        c["type"] != "binary" for c in description["columns"]
+    )
+    width = len(description["columns"])
+    where = f"table {description['name']!r}"
     try:
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for batch in batches:
-                for row in batch:
-                    copy.write_row(row)
+        with raw.cursor() as cursor:
+            runs = plain_runs(chunks, width) if converted else ((ROWS, c) for c in chunks)
+            for kind, run in groupby(runs, key=itemgetter(0)):
+                with cursor.copy(statements[kind]) as writer:
+                    if kind != ROWS:
+                        for _, rows in run:
+                            writer.write(rows)
+                        continue
+                    for batch in _batches((c for _, c in run), description, where, "postgresql"):
+                        for row in batch:
+                            writer.write_row(row)
     except psycopg.Error as error:
         # The server refused a value (or a key twice): the transaction is rolled back.
         raise SnapshotError(f"table {target.name!r}: {describe(error)}") from None

@@ -39,7 +39,7 @@ from dfe.snapshots.dump import (
     checksum_database,
     create_indexes,
     describe_database,
-    dump_rows,
+    dump_chunks,
     engine_kind,
     load_table,
     open_engine,
@@ -256,7 +256,7 @@ def copy_database(source: Engine, target: Engine) -> list[dict[str, Any]]:
                     writing,
                     built[description["name"]],
                     description,
-                    dump_rows(reading, description),
+                    (chunk for chunk, _ in dump_chunks(reading, description)),
                 )
             create_indexes(writing, built)
     except SQLAlchemyError as error:
