@@ -243,12 +243,17 @@ def test_lines_load_back_exactly_plain_or_not(table, server_database):
             with table.connect() as connection:
                 lines = b"".join(chunk for chunk, _ in dump_chunks(connection, kept))
             pieces = [b"".join(line + b"\n" for line in group) for group in _groups(lines, 5)]
-            with target.begin() as connection:
-                built = replace_schema(connection, [kept])
-                load_table(connection, built["t"], kept, pieces)
-                assert b"".join(c for c, _ in dump_chunks(connection, kept)) == lines
+            assert _load_and_read_back(target, kept, pieces) == lines
     finally:
         target.dispose()
+
+
+def _load_and_read_back(target, description, pieces: list[bytes]) -> bytes:
+    """Load `pieces` into a fresh table of `description` on `target`; its lines read back."""
+    with target.begin() as connection:
+        built = replace_schema(connection, [description])
+        load_table(connection, built["t"], description, pieces)
+        return b"".join(chunk for chunk, _ in dump_chunks(connection, description))
 
 
 def _groups(lines: bytes, size: int) -> list[list[bytes]]:
@@ -296,9 +301,6 @@ def test_text_csv_and_decoded_runs_load_back_exactly(table, server_database):
     assert kinds == {TEXT, CSV, ROWS}
     target = create_engine(server_database("postgresql").url)
     try:
-        with target.begin() as connection:
-            built = replace_schema(connection, [kept])
-            load_table(connection, built["t"], kept, pieces)
-            assert b"".join(c for c, _ in dump_chunks(connection, kept)) == lines
+        assert _load_and_read_back(target, kept, pieces) == lines
     finally:
         target.dispose()
