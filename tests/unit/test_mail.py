@@ -179,3 +179,23 @@ def test_any_text_is_an_smtp_url_or_a_value_error(text: str) -> None:
     except ValueError:
         return
     assert server.host and 0 < server.port < 65536
+
+
+@pytest.mark.parametrize("field", ["to", "subject"])
+def test_a_line_break_in_a_header_is_refused_and_nothing_is_written(
+    tmp_path: Path, field: str
+) -> None:
+    """The compat32 message classes would write a header's line break as it is: a
+    second header (or a body) smuggled in. The mailer refuses it instead."""
+    values = {"to": "ann@example.com", "subject": "Your instance is ready"}
+    values[field] += "\r\nBcc: eve@example.com"
+    with pytest.raises(MailError, match="line break"):
+        send_mail(Settings(data_dir=tmp_path), values["to"], values["subject"], "Hello")
+    assert not list((tmp_path / "outbox").glob("*.eml"))
+
+
+def test_a_mail_with_non_ascii_text_reads_back_the_same(tmp_path: Path) -> None:
+    where = send_mail(Settings(data_dir=tmp_path), "ann@example.com", "Prêt: ünïcode", "Grüße ✓")
+    message = email.message_from_bytes(Path(where).read_bytes(), policy=email.policy.default)
+    assert message["Subject"] == "Prêt: ünïcode"
+    assert message.get_content().strip() == "Grüße ✓"  # type: ignore[attr-defined]
