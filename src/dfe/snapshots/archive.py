@@ -47,11 +47,13 @@ from dfe.snapshots.dump import (
     check_lines,
     create_indexes,
     describe_database,
+    discard,
     dump_table,
     engine_kind,
     load_table,
-    replace_schema,
-    table_sums,
+    prepare_schema,
+    read_back,
+    swap_in,
 )
 from dfe.snapshots.errors import SnapshotError
 from dfe.snapshots.format import check_schema
@@ -573,21 +575,27 @@ def apply_staged(
     try:
         with engine.begin() as connection:
             progress("schema", 30)
-            built = replace_schema(connection, tables)
-            for index, (description, entry) in enumerate(
-                zip(tables, staged.manifest["tables"], strict=True), start=1
-            ):
-                progress(f"table {description['name']}", 30 + 50 * index // (len(tables) + 1))
-                load_table(
-                    connection,
-                    built[description["name"]],
-                    description,
-                    staged.table_chunks(entry["member"]),
-                )
-            create_indexes(connection, built)
-            progress("verify", 85)
-            # Read back before the commit: on PostgreSQL and SQLite a difference rolls it all back.
-            _compare_sums(table_sums(connection, tables), staged.manifest["tables"])
+            loading = prepare_schema(connection, tables)
+            try:
+                for index, (description, entry) in enumerate(
+                    zip(tables, staged.manifest["tables"], strict=True), start=1
+                ):
+                    progress(f"table {description['name']}", 30 + 50 * index // (len(tables) + 1))
+                    load_table(
+                        connection,
+                        loading.tables[description["name"]],
+                        description,
+                        staged.table_chunks(entry["member"]),
+                    )
+                create_indexes(connection, loading.tables)
+                progress("verify", 85)
+                # Read back before the commit (or, on MySQL, the swap): a difference
+                # leaves the instance's tables as they were.
+                _compare_sums(read_back(connection, loading, tables), staged.manifest["tables"])
+                swap_in(connection, loading)
+            except BaseException:
+                discard(connection, loading)
+                raise
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot load the snapshot's rows: {describe(error)}") from None
     if files_root is not None:

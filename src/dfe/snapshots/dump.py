@@ -4,12 +4,14 @@ Rows are read with a server-side cursor in batches (`yield_per`) and written as
 they come, so memory stays flat whatever the size; on PostgreSQL the server
 writes the canonical lines itself (postgres.py). Loading uses COPY on PostgreSQL
 and batched multi-row INSERTs elsewhere, in one transaction where the engine
-allows DDL in one (SQLite, PostgreSQL; MySQL commits each DDL).
+allows DDL in one (SQLite, PostgreSQL); MySQL commits each DDL, so an import there
+loads into temporary tables and swaps them in (prepare_schema, swap_in).
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
@@ -17,6 +19,7 @@ from operator import itemgetter
 from typing import IO, Any, cast
 
 import orjson
+import structlog
 from sqlalchemy import (
     Column,
     Connection,
@@ -50,6 +53,8 @@ from dfe.snapshots.format import (
     sql_type,
 )
 from dfe.snapshots.postgres import CSV, ROWS, TEXT, plain_runs, server_chunks
+
+log = structlog.get_logger("dfe.snapshots")
 
 BATCH_ROWS = 5000
 CONNECT_TIMEOUT = 10
@@ -352,6 +357,11 @@ def replace_schema(connection: Connection, tables: list[dict[str, Any]]) -> dict
     for name in [n for n in existing.tables if n.startswith("sqlite_")]:
         existing.remove(existing.tables[name])
     existing.drop_all(connection)
+    return create_tables(connection, tables)
+
+
+def create_tables(connection: Connection, tables: list[dict[str, Any]]) -> dict[str, Table]:
+    """The described tables, by name, created without their plain indexes."""
     metadata = MetaData()
     built = {description["name"]: build_table(description, metadata) for description in tables}
     # Plain indexes are made once the rows are in (as pg_restore does): building one is
@@ -361,6 +371,107 @@ def replace_schema(connection: Connection, tables: list[dict[str, Any]]) -> dict
         created.indexes.clear()
     metadata.create_all(connection)
     return built
+
+
+# An import into MySQL: each DDL statement commits, so the instance's tables cannot be
+# dropped in a transaction that a failure rolls back. The snapshot's tables are created
+# and loaded beside them under temporary names (prefix, random tag, position: within
+# MySQL's 64 characters whatever the table's name) and swapped in once proven.
+STAGED_PREFIX = "dfe_import_"
+ASIDE_PREFIX = "dfe_aside_"
+
+
+@dataclass
+class Loading:
+    """Where an import loads each snapshot table (by the snapshot's name). `tag` is set on
+    MySQL, where these are temporary tables and `replaced` the instance's tables that
+    `swap_in` replaces with them."""
+
+    tables: dict[str, Table]
+    replaced: list[str]
+    tag: str = ""
+
+
+def prepare_schema(connection: Connection, tables: list[dict[str, Any]]) -> Loading:
+    """The snapshot's tables, created for an import. On PostgreSQL and SQLite the instance's
+    tables are dropped and these created under their names, in the import's transaction;
+    on MySQL they are created under temporary names and the instance's are left alone."""
+    if engine_kind(connection.engine) != "mysql":
+        return Loading(replace_schema(connection, tables), [])
+    replaced = inspect(connection).get_table_names()
+    tag = secrets.token_hex(4)
+    names = {d["name"]: f"{STAGED_PREFIX}{tag}_{i}" for i, d in enumerate(tables, 1)}
+    loading = Loading({}, replaced, tag)
+    try:
+        built = create_tables(connection, [_renamed(d, names) for d in tables])
+    except BaseException:
+        discard(connection, loading, list(names.values()))
+        raise
+    loading.tables = {name: built[temporary] for name, temporary in names.items()}
+    return loading
+
+
+def _renamed(description: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The description under its temporary name, its foreign keys pointing at the others'
+    temporary names (their constraint names, derived from the table's name, then differ
+    from the instance's: MySQL wants them unique in the database)."""
+    foreign = [
+        {**fk, "table": names.get(fk["table"], fk["table"])}
+        for fk in description.get("foreign_keys", [])
+    ]
+    return {**description, "name": names[description["name"]], "foreign_keys": foreign}
+
+
+def read_back(
+    connection: Connection, loading: Loading, tables: list[dict[str, Any]]
+) -> dict[str, TableSum]:
+    """Each loaded table's count and checksum, by the snapshot's table name."""
+    reading = [{**d, "name": loading.tables[d["name"]].name} for d in tables]
+    sums = table_sums(connection, reading)
+    return {d["name"]: sums[r["name"]] for d, r in zip(tables, reading, strict=True)}
+
+
+def swap_in(connection: Connection, loading: Loading) -> None:
+    """MySQL: one RENAME TABLE (atomic) moves the instance's tables aside and the loaded
+    ones into their names (foreign keys follow the tables they point at); the old are
+    then dropped. Elsewhere the tables already have their names."""
+    if not loading.tag:
+        return
+    aside = {n: f"{ASIDE_PREFIX}{loading.tag}_{i}" for i, n in enumerate(loading.replaced, 1)}
+    pairs = [*aside.items(), *((t.name, name) for name, t in loading.tables.items())]
+    if pairs:
+        quote = connection.dialect.identifier_preparer.quote
+        renames = ", ".join(f"{quote(old)} TO {quote(new)}" for old, new in pairs)
+        connection.execute(text(f"RENAME TABLE {renames}"))
+    try:
+        _drop_tables(connection, list(aside.values()))
+    except SQLAlchemyError as error:
+        # The import itself is done: the instance holds the snapshot's tables.
+        log.warning("replaced tables not dropped", tables=len(aside), error=describe(error))
+
+
+def discard(connection: Connection, loading: Loading, names: list[str] | None = None) -> None:
+    """MySQL, after a failure before `swap_in`: drop the temporary tables (the instance's
+    were never touched). Elsewhere nothing: the transaction's rollback undoes it all."""
+    if not loading.tag:
+        return
+    created = names if names is not None else [t.name for t in loading.tables.values()]
+    try:
+        _drop_tables(connection, created)
+    except SQLAlchemyError as error:  # the failure that brought us here is what is reported
+        log.warning("temporary tables not dropped", tables=len(created), error=describe(error))
+
+
+def _drop_tables(connection: Connection, names: list[str]) -> None:
+    """MySQL: drop these tables in one statement, whatever foreign keys join them."""
+    if not names:
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    connection.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+    try:
+        connection.execute(text("DROP TABLE IF EXISTS " + ", ".join(map(quote, names))))
+    finally:
+        connection.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
 
 
 def create_indexes(connection: Connection, built: dict[str, Table]) -> None:
