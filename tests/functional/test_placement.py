@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 
 from dfe.enums import ServerType
 from dfe.models import Cluster, ClusterServer, Server
-from dfe.provisioning.placement import _FIRSTS, NoCapacity, place
+from dfe.provisioning.placement import FIRSTS, NoCapacity, place
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def test_postgresql_serves_the_choice_from_the_placement_index(db):
             return
         connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
         connection.exec_driver_sql("SET LOCAL enable_sort = off")
-        compiled = _FIRSTS.compile(dialect=connection.dialect)
+        compiled = FIRSTS["postgresql"].compile(dialect=connection.dialect)
         plan = "\n".join(
             row[0]
             for row in connection.exec_driver_sql(
@@ -203,4 +203,5 @@ def test_postgresql_serves_the_choice_from_the_placement_index(db):
             )
         )
     assert plan.count("Index Scan using ix_server_t_placement") == 3, plan
+    assert plan.count("LockRows") == 3, plan  # each choice locks the row it returns
     assert "Sort" not in plan, plan

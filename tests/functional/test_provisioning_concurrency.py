@@ -90,12 +90,12 @@ def in_parallel(count: int, task: Callable[[int], str]) -> Counter[str]:
         return Counter(pool.map(run, range(count)))
 
 
-def engine_launch(db, name: str) -> str:
+def engine_launch(db, name: str, cluster_name: str = "local", owner: str = OWNER) -> str:
     """One launch in a transaction of its own; 'ok', or the refusal's class name."""
     try:
         with db.transaction(actor="test") as s:
-            user = identity.get_user(s, OWNER)
-            cluster = infrastructure.get_cluster(s, "local")
+            user = identity.get_user(s, owner)
+            cluster = infrastructure.get_cluster(s, cluster_name)
             engine.launch(s, user, name, cluster.id)
     except (Conflict, NoCapacity) as refusal:
         return type(refusal).__name__
@@ -211,3 +211,65 @@ def test_200_parallel_launches_onto_db_servers_with_room_for_100(db, tmp_path):
             for server in s.scalars(select(Server).where(Server.server_type == ServerType.DB))
         }
     assert counts == {"db-0": 30, "db-1": 30, "db-2": 40, "db-disabled": 0}
+
+
+def test_200_parallel_launches_into_two_clusters_sharing_servers_with_room_for_100(db, tmp_path):
+    """A second cluster shares every server of `local`: launches into the two clusters
+    do not wait for each other's cluster lock, only for the rows they choose, and the
+    shared db servers (30 + 30 + 40) still take exactly 100."""
+    build_cluster(db, tmp_path, capacities={ServerType.DB: [30, 30, 40]})
+    with db.transaction(actor="test") as s:
+        twin = infrastructure.create_cluster(s, ClusterCreate(name="twin", subdomain="twin.test"))
+        for name in ("db-0", "db-1", "db-2", "web-0", "app-0"):
+            infrastructure.assign_server(s, twin.id, name)
+    clusters = ("local", "twin")
+    outcomes = in_parallel(200, lambda n: engine_launch(db, f"t{n:03d}", clusters[n % 2]))
+    assert outcomes == Counter({"ok": 100, "NoCapacity": 100}), outcomes
+    assert_counters_exact(db)
+    with db.session() as s:
+        counts = {
+            server.name: server.instance_count
+            for server in s.scalars(select(Server).where(Server.server_type == ServerType.DB))
+        }
+        per_cluster = dict(
+            s.execute(
+                select(Cluster.name, Cluster.instance_count).where(Cluster.name.in_(clusters))
+            ).all()
+        )
+    assert counts == {"db-0": 30, "db-1": 30, "db-2": 40, "db-disabled": 0}
+    assert sum(per_cluster.values()) == 100
+
+
+def test_a_server_shared_by_two_clusters_is_not_filled_twice(db, tmp_path):
+    """A launch into `local` takes db-0's last room and has not committed yet; a launch
+    by someone else into `twin`, which shares db-0, must wait for it and then choose
+    db-1 (a plain read would see db-0 empty and fill it twice)."""
+    build_cluster(db, tmp_path, capacities={ServerType.DB: [1, 2]})
+    with db.transaction(actor="test") as s:
+        identity.create_user(s, UserCreate(email="bob@example.com", password=PASSWORD))
+        twin = infrastructure.create_cluster(s, ClusterCreate(name="twin", subdomain="twin.test"))
+        for name in ("db-0", "db-1", "web-0", "app-0"):
+            infrastructure.assign_server(s, twin.id, name)
+    first = db.session(actor="test")
+    try:
+        user = identity.get_user(first, OWNER)
+        engine.launch(first, user, "first", infrastructure.get_cluster(first, "local").id)
+        outcome: list[str] = []
+        second = threading.Thread(
+            target=lambda: outcome.append(engine_launch(db, "second", "twin", "bob@example.com"))
+        )
+        second.start()
+        second.join(timeout=1)  # time to reach its placement, where it must wait for `first`
+        first.commit()
+    finally:
+        first.close()
+    second.join()
+    assert outcome == ["ok"]
+    with db.session() as s:
+        placed = dict(
+            s.execute(
+                select(Instance.name, Server.name).join(Server, Server.id == Instance.db_server_id)
+            ).all()
+        )
+    assert placed == {"first": "db-0", "second": "db-1"}
+    assert_counters_exact(db)

@@ -5,18 +5,20 @@ least loaded (instances / capacity, then fewest instances, then name: a
 deterministic tie-break), and claim the room in the same transaction as the
 instance row. Counts come from the counters the instance_t triggers keep.
 
-One decision is three statements at most, whatever the cluster's size:
+One decision is two statements, whatever the cluster's size:
 
 1. lock the cluster row, which serializes launches into one cluster on every
-   engine (SQLite: an UPDATE takes the database's write lock; PostgreSQL and
-   MySQL: a locking read, which also reads the latest committed counts);
+   engine (SQLite: an UPDATE takes the database's write lock, which excludes
+   every other writer; PostgreSQL and MySQL: a locking read, which also reads
+   the latest committed counts);
 2. choose the first of each type in one statement, three top-1 scans joined by
-   UNION ALL (on MySQL/MariaDB a locking read: a plain one would read the
-   transaction's REPEATABLE READ snapshot, which may predate the cluster lock);
-3. (PostgreSQL and MySQL) lock the three chosen rows and re-check their room:
-   a server may serve several clusters, so a launch into another cluster may
-   have filled it meanwhile; then choose again. On SQLite the write lock of step 1
-   already excludes every other writer.
+   UNION ALL. On PostgreSQL and MySQL/MariaDB each scan is a locking read: a
+   server may serve several clusters, so a launch into another cluster may be
+   filling it meanwhile. The lock waits for that launch, and the row is judged
+   on its latest version (PostgreSQL re-checks the locked row and, if it has no
+   room left, goes on to the next one in load order; MySQL's locking read reads
+   latest versions, where a plain one would read the transaction's REPEATABLE
+   READ snapshot). The chosen rows stay locked until the launch commits.
 """
 
 from __future__ import annotations
@@ -38,8 +40,6 @@ from sqlalchemy.orm import Session
 from dfe.enums import ServerType
 from dfe.models import Cluster, ClusterServer, Server
 from dfe.services.errors import DfeError
-
-ATTEMPTS = 5  # choices tried before giving up on servers that fill up under our feet
 
 
 class NoCapacity(DfeError):
@@ -109,10 +109,11 @@ _LOAD = literal_column(LOAD_SQL, Numeric)
 _HAS_ROOM = or_(Server.max_instances.is_(None), Server.instance_count < Server.max_instances)
 
 
-def _first_of_each_type(*, locking: bool) -> CompoundSelect[int, str, ServerType]:
+def _first_of_each_type(dialect: str) -> CompoundSelect[int, str, ServerType]:
     """The least loaded server with room of each type: three top-1 scans in one
-    statement (cheaper than ranking every candidate)."""
-    firsts = []
+    statement (cheaper than ranking every candidate), locking what they return
+    where the engine has row locks."""
+    parts = []
     for server_type in ServerType:
         first = (
             select(Server.id, Server.name, Server.server_type)
@@ -126,40 +127,25 @@ def _first_of_each_type(*, locking: bool) -> CompoundSelect[int, str, ServerType
             .order_by(_LOAD, Server.instance_count, Server.name, Server.id)
             .limit(1)
         )
-        # SQLite takes no ORDER BY/LIMIT in a compound's parts: wrap each one.
-        firsts.append(first.with_for_update() if locking else select(*first.subquery().c))
-    return union_all(*firsts)
+        if dialect == "sqlite":  # no ORDER BY/LIMIT in a compound's parts: wrapped
+            parts.append(select(*first.subquery().c))
+        elif dialect == "postgresql":  # no locking clause in a compound's parts: wrapped
+            parts.append(select(*first.with_for_update(of=Server).subquery().c))
+        else:
+            parts.append(first.with_for_update())
+    return union_all(*parts)
 
 
-_FIRSTS = _first_of_each_type(locking=False)
-_LOCKED_FIRSTS = _first_of_each_type(locking=True)
+FIRSTS = {dialect: _first_of_each_type(dialect) for dialect in ("sqlite", "postgresql", "mysql")}
 
 
 def _least_loaded(
-    session: Session, cluster_id: int, *, locking: bool
+    session: Session, cluster_id: int, dialect: str
 ) -> dict[ServerType, PlacedServer]:
     """The chosen server of each type (types without one with room are missing)."""
-    rows = session.execute(_LOCKED_FIRSTS if locking else _FIRSTS, {"p_cluster": cluster_id})
+    statement = FIRSTS.get(dialect, FIRSTS["mysql"])  # "mysql" or "mariadb"
+    rows = session.execute(statement, {"p_cluster": cluster_id})
     return {row.server_type: PlacedServer(row.id, row.name, row.server_type) for row in rows}
-
-
-_LOCK_WITH_ROOM = (
-    select(Server.id)
-    .where(
-        Server.id.in_(bindparam("p_ids", expanding=True)),
-        Server.is_enabled.is_(True),
-        _HAS_ROOM,
-    )
-    .order_by(Server.id)
-    .with_for_update()
-)
-
-
-def _lock_with_room(session: Session, servers: dict[ServerType, PlacedServer]) -> bool:
-    """Lock the chosen servers (in id order: no deadlock between two launches); True if
-    each still has room."""
-    ids = sorted({server.id for server in servers.values()})
-    return len(session.execute(_LOCK_WITH_ROOM, {"p_ids": ids}).all()) == len(ids)
 
 
 def place(session: Session, cluster_id: int) -> Placement:
@@ -171,14 +157,10 @@ def place(session: Session, cluster_id: int) -> Placement:
             f"cluster '{cluster.name}' is full ({cluster.instance_count} of "
             f"{cluster.max_instances} instances)"
         )
-    servers: dict[ServerType, PlacedServer] = {}
-    for _attempt in range(ATTEMPTS):
-        servers = _least_loaded(session, cluster.id, locking=dialect in ("mysql", "mariadb"))
-        for server_type in ServerType:
-            if server_type not in servers:
-                raise NoCapacity(
-                    f"cluster '{cluster.name}' has no enabled {server_type.value} server with room"
-                )
-        if dialect == "sqlite" or _lock_with_room(session, servers):
-            return Placement(cluster=cluster, servers=servers)
-    raise NoCapacity(f"cluster '{cluster.name}': its servers are filling up; try again")
+    servers = _least_loaded(session, cluster.id, dialect)
+    for server_type in ServerType:
+        if server_type not in servers:
+            raise NoCapacity(
+                f"cluster '{cluster.name}' has no enabled {server_type.value} server with room"
+            )
+    return Placement(cluster=cluster, servers=servers)
