@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +13,14 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
 from dfe.client import AsyncConsoleClient
-from dfe.config import Settings
 from dfe.dashboard.security import CSRF_FIELD, csrf_token
+from dfe.webui import flash as flash
+from dfe.webui import is_htmx as is_htmx
+from dfe.webui import redirect as redirect
+from dfe.webui import sentence as sentence
+from dfe.webui import session_of as session_of
+from dfe.webui import settings_of as settings_of
+from dfe.webui import take_flashes
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -28,36 +33,10 @@ class LoginRequired(Exception):
         self.message = message
 
 
-def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 def console_of(request: Request) -> AsyncConsoleClient:
     """The Dashboard's own client (its key, acting for nobody)."""
     console: AsyncConsoleClient = request.app.state.console
     return console
-
-
-def session_of(request: Request) -> dict[str, Any]:
-    """The session, or an empty dict where there is none (errors met outside it)."""
-    session: dict[str, Any] | None = request.scope.get("session")
-    return session if session is not None else {}
-
-
-def flash(request: Request, text: str, level: str = "info") -> None:
-    """A message for the next page this browser sees."""
-    session = session_of(request)
-    session["flash"] = [*session.get("flash", []), [level, text]]
-
-
-def _take_flashes(request: Request) -> Callable[[], list[tuple[str, str]]]:
-    def take() -> list[tuple[str, str]]:
-        session = session_of(request)
-        messages = session.pop("flash", None) or []
-        return [(str(level), str(text)) for level, text in messages]
-
-    return take
 
 
 def _page_context(request: Request) -> dict[str, Any]:
@@ -72,7 +51,7 @@ def _page_context(request: Request) -> dict[str, Any]:
         "signed_in_email": session.get("email") if session.get("token") else None,
         "csrf_token": csrf_token(request),
         "csrf_field": CSRF_FIELD,
-        "take_flashes": _take_flashes(request),
+        "take_flashes": take_flashes(request),
     }
 
 
@@ -138,24 +117,6 @@ def signed_in(request: Request) -> SignedIn:
 
 
 SignedInDep = Annotated[SignedIn, Depends(signed_in)]
-
-
-def sentence(text: str) -> str:
-    """A message as a sentence: capitalized, ending with a full stop."""
-    text = text.strip()
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
-
-
-def is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
-
-
-def redirect(request: Request, url: str) -> Response:
-    """See other: a 303 for a page, an HX-Redirect for an htmx request."""
-    if is_htmx(request):
-        return Response(status_code=200, headers={"HX-Redirect": url})
-    return Response(status_code=303, headers={"Location": url})
 
 
 async def form_of(request: Request) -> dict[str, str]:

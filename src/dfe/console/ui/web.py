@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -28,12 +29,18 @@ from starlette.responses import Response
 from dfe.auth.permissions import Action, allowed
 from dfe.auth.principals import Principal
 from dfe.auth.tokens import password_fingerprint
-from dfe.config import Settings
 from dfe.dashboard.security import CSRF_FIELD, SAFE_METHODS, check_csrf, csrf_token
 from dfe.db.session import ACTOR, Database
 from dfe.enums import OwnerType, ServiceRole
 from dfe.models import ServiceUser
 from dfe.services.listing import Field, ListQuery, Page, paginate
+from dfe.webui import flash as flash
+from dfe.webui import is_htmx as is_htmx
+from dfe.webui import redirect as redirect
+from dfe.webui import sentence as sentence
+from dfe.webui import session_of as session_of
+from dfe.webui import settings_of as settings_of
+from dfe.webui import take_flashes
 
 PREFIX = "/ui"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -54,24 +61,9 @@ class RoleRefused(Exception):
         self.action = action
 
 
-def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 def database_of(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
-
-
-def session_of(request: Request) -> dict[str, Any]:
-    session: dict[str, Any] | None = request.scope.get("session")
-    return session if session is not None else {}
-
-
-def flash(request: Request, text: str, level: str = "info") -> None:
-    session = session_of(request)
-    session["flash"] = [*session.get("flash", []), [level, text]]
 
 
 def db_session(request: Request) -> Iterator[Session]:
@@ -172,14 +164,6 @@ def action_of(dependency: Callable[..., Any]) -> Action | None:
 # Templates
 
 
-def _take_flashes(request: Request) -> Callable[[], list[tuple[str, str]]]:
-    def take() -> list[tuple[str, str]]:
-        messages = session_of(request).pop("flash", None) or []
-        return [(str(level), str(text)) for level, text in messages]
-
-    return take
-
-
 def _page_context(request: Request) -> dict[str, Any]:
     operator: Operator | None = getattr(request.state, "operator", None)
     return {
@@ -187,7 +171,7 @@ def _page_context(request: Request) -> dict[str, Any]:
         "operator": operator,
         "csrf_token": csrf_token(request),
         "csrf_field": CSRF_FIELD,
-        "take_flashes": _take_flashes(request),
+        "take_flashes": take_flashes(request),
         "path": request.url.path,
     }
 
@@ -225,26 +209,9 @@ def render(
     return templates.TemplateResponse(request, name, context or {}, status_code=status)
 
 
-def is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
-
-
-def redirect(request: Request, url: str) -> Response:
-    """See other: a 303 for a page, an HX-Redirect for an htmx request."""
-    if is_htmx(request):
-        return Response(status_code=200, headers={"HX-Redirect": url})
-    return Response(status_code=303, headers={"Location": url})
-
-
 async def form_of(request: Request) -> dict[str, str]:
     form = await request.form()
     return {key: value for key, value in form.items() if isinstance(value, str)}
-
-
-def sentence(text: str) -> str:
-    text = text.strip()
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def field_errors(error: Exception) -> dict[str, str]:
@@ -300,6 +267,13 @@ class Table:
         if self.sort == f"-{key}":
             return "▼"
         return ""
+
+
+def choice_param(request: Request, name: str, choices: type[Enum]) -> str:
+    """The query parameter `name` when it is one of the values of `choices`, else ""
+    (a list shown unfiltered)."""
+    value = request.query_params.get(name, "")
+    return value if value in {choice.value for choice in choices} else ""
 
 
 def _page_number(text: str | None) -> int:

@@ -18,6 +18,7 @@ from dfe.console.ui.web import (
     Column,
     DbDep,
     attempt,
+    choice_param,
     confirm_page,
     flash,
     form_of,
@@ -58,12 +59,10 @@ KEY_FIELDS = ("owner_type", "owner", "label")
 def _keys(
     request: Request, db: DbDep, form: dict[str, str], errors: dict[str, str], status: int = 200
 ) -> Response:
-    owner_type = request.query_params.get("owner_type", "")
+    owner_type = choice_param(request, "owner_type", OwnerType)
     query = select(AppKey)
-    if owner_type in {value.value for value in OwnerType}:
+    if owner_type:
         query = query.where(AppKey.owner_type == OwnerType(owner_type))
-    else:
-        owner_type = ""
     listing, _page = table(
         request,
         db,

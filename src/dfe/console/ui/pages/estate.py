@@ -17,6 +17,7 @@ from dfe.console.ui.web import (
     Column,
     DbDep,
     attempt,
+    choice_param,
     confirm_page,
     confirmed,
     flash,
@@ -232,12 +233,10 @@ SERVER_FIELDS = ("name", "server_type", "host", "mount", "max_instances", "confi
 def _servers(
     request: Request, db: DbDep, form: dict[str, str], errors: dict[str, str], status: int = 200
 ) -> Response:
-    kind = request.query_params.get("type", "")
+    kind = choice_param(request, "type", ServerType)
     query = select(Server)
-    if kind in {value.value for value in ServerType}:
+    if kind:
         query = query.where(Server.server_type == ServerType(kind))
-    else:
-        kind = ""
     listing, _page = table(
         request,
         db,

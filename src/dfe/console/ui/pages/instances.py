@@ -14,6 +14,7 @@ from dfe.console.ui.web import (
     PREFIX,
     Column,
     DbDep,
+    choice_param,
     flash,
     form_of,
     redirect,
@@ -321,12 +322,10 @@ def _set_locked(request: Request, db: DbDep, name: str, locked: bool) -> Respons
 
 @router.get("/jobs")
 def job_list(request: Request, db: DbDep, _: Any = requires(Action.JOBS_READ)) -> Response:
-    status = (request.query_params.get("status") or "").strip()
+    status = choice_param(request, "status", JobStatus)
     query = select(Job)
-    if status in {value.value for value in JobStatus}:
+    if status:
         query = query.where(Job.status == JobStatus(status))
-    else:
-        status = ""
     listing, _page = table(
         request,
         db,
