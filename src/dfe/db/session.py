@@ -22,21 +22,28 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, session
 from dfe.config import Settings
 from dfe.crypto import install_keyring, keyring_from_settings
 from dfe.db.archive_triggers import SQLITE_CONTEXT_TABLE
+from dfe.db.sqlite_writer import connection_class, writer_lock
 
 ACTOR = "actor"
 _BATCH = "archive_batch"
 _CONTEXT_SET = "archive_context_set"
 
 
+SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for another's commit
+
+
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        connect_args: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT}
         if parsed.database and parsed.database != ":memory:":
             path = Path(parsed.database)
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # The file holds encrypted secrets and password hashes: owner only.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+            lock = writer_lock(str(path), SQLITE_BUSY_TIMEOUT)
+            connect_args["factory"] = connection_class(lock)
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "mysql":
@@ -55,7 +62,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # In WAL mode NORMAL never corrupts the database; a power cut may lose the last
     # commits. It spares an fsync per transaction, which every signed request has.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
     cursor.close()
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from dfe.provisioning.errors import StorageError
 
 DEFAULT_ZONE = "local"
+_Tree = dict[str, "_Tree"]
 DIR_MODE = 0o750
 PRIVATE = ".private"
 INSTANCE_PRIVATE_DIRS = (".cache", "config", "scripts", "logs", "packages")
@@ -104,14 +105,13 @@ class LocalStorage:
         self._assert_inside(paths.instance_root)
         return paths
 
-    def _tree(self, owner_storage_key: str, instance_name: str) -> list[tuple[str, ...]]:
-        """Every directory of an instance's tree, relative to the root, parents first."""
-        owner = self._owner_parts(owner_hash(owner_storage_key))
-        instance = (*owner, instance_name)
-        return [
-            (*owner, PRIVATE, *OWNER_PRIVATE_DIRS),
-            *[(*instance, PRIVATE, name) for name in INSTANCE_PRIVATE_DIRS],
-        ]
+    @staticmethod
+    def _tree_under_owner(instance_name: str) -> _Tree:
+        """The directories made under the owner root, as nested names."""
+        return {
+            PRIVATE: {name: {} for name in OWNER_PRIVATE_DIRS},
+            instance_name: {PRIVATE: {name: {} for name in INSTANCE_PRIVATE_DIRS}},
+        }
 
     def _assert_inside(self, path: Path) -> None:
         """The lexical check (the descriptor walk below is what stops links)."""
@@ -152,6 +152,16 @@ class LocalStorage:
             os.fchmod(fd, DIR_MODE)  # mkdir's mode is cut by the umask
         return fd
 
+    def _make_tree(self, parent_fd: int, where: Path, tree: _Tree) -> None:
+        """Make `tree` under `parent_fd`, each directory opened once (as `_walk` would)."""
+        for name, children in tree.items():
+            fd = self._open_child(parent_fd, name, where, create=True)
+            assert fd is not None  # made if missing
+            try:
+                self._make_tree(fd, where / name, children)
+            finally:
+                os.close(fd)
+
     @contextmanager
     def _walk(self, parts: tuple[str, ...], *, create: bool) -> Iterator[int | None]:
         """A descriptor of root/parts, opened one component at a time; None if one is missing."""
@@ -182,9 +192,10 @@ class LocalStorage:
             raise StorageError(
                 f"cannot create the mount root {self.root}: {exc.strerror}"
             ) from None
-        for parts in self._tree(owner_storage_key, instance_name):
-            with self._walk(parts, create=True):
-                pass
+        owner = self._owner_parts(owner_hash(owner_storage_key))
+        with self._walk(owner, create=True) as owner_fd:
+            assert owner_fd is not None  # made if missing
+            self._make_tree(owner_fd, paths.owner_root, self._tree_under_owner(instance_name))
         return paths
 
     def snapshot_dir(self, owner_storage_key: str) -> Path:
