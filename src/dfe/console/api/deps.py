@@ -9,12 +9,13 @@ from the route's dependencies, so a route without one fails it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -36,20 +37,30 @@ from dfe.services import keys
 from dfe.services.errors import Forbidden, Unauthorized
 from dfe.services.listing import ListQuery
 
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency
+# in its thread pool, a hand-over to another thread and back on every request.
 
-def get_database(request: Request) -> Database:
+
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
-    with database.session() as session:
+async def get_session(
+    database: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[Session]:
+    """A session for the request: made here (no I/O), closed in the thread pool (closing
+    may roll back over the network)."""
+    session = database.session()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -215,7 +226,7 @@ def _token_user(session: Session, key: _KeyRow, user_token: str) -> User:
 def requires(action: Action) -> Any:
     """A dependency that authenticates the caller and checks it may do `action`."""
 
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not allowed(principal, action):
             raise Forbidden(f"this key may not do {action.value}")
         return principal
@@ -261,7 +272,9 @@ def list_query(sortable: Iterable[str]) -> Any:
             )
         )
 
-    def read(q: str | None, limit: int, cursor: str | None, sort: str | None = None) -> ListQuery:
+    async def read(
+        q: str | None, limit: int, cursor: str | None, sort: str | None = None
+    ) -> ListQuery:
         return ListQuery(q=q, sort=sort, limit=limit, cursor=cursor)
 
     read.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
