@@ -15,7 +15,8 @@
    rows through the service functions in one transaction, the SQLite file with os.open,
    the tree with LocalStorage).
 2. PostgreSQL: a provision + deprovision cycle through the engine (launch, JobRunner,
-   request_deprovision, JobRunner; SQLite Console database) against a loop of bare
+   request_deprovision, JobRunner; SQLite Console database; each job claimed in the
+   transaction that records it, as the Console's in-process queue does) against a loop of bare
    CREATE ROLE + CREATE DATABASE + DROP DATABASE + DROP ROLE on one admin connection.
 3. Placement: time per `place()` decision with 1,000 servers in one cluster carrying
    100,000 instances. The counters (instance_count) are set with UPDATEs, not by
@@ -221,17 +222,20 @@ def pg_server_config() -> tuple[str, dict[str, object]]:
 
 
 def engine_cycle(database: Database, runner: JobRunner, name: str) -> float:
-    """Provision and deprovision one instance through the engine; seconds."""
+    """Provision and deprovision one instance through the engine as the Console with
+    the in-process queue runs it (each job claimed in the transaction that records it,
+    then run); seconds."""
     started = time.perf_counter()
     with database.transaction(actor="bench") as session:
         user = identity.get_user(session, OWNER)
         _, job = launch(session, user, name, infrastructure.get_cluster(session, "pg").id)
-        job_id = job.id
-    if runner.run(job_id) is not JobStatus.SUCCEEDED:
+        job_id, claimed = job.id, runner.claim_in(session, job)
+    if runner.run(job_id, claimed) is not JobStatus.SUCCEEDED:
         raise SystemExit(f"provisioning {name} failed: {jobs_message(database, job_id)}")
     with database.transaction(actor="bench") as session:
-        job_id = request_deprovision(session, name).id
-    if runner.run(job_id) is not JobStatus.SUCCEEDED:
+        job = request_deprovision(session, name)
+        job_id, claimed = job.id, runner.claim_in(session, job)
+    if runner.run(job_id, claimed) is not JobStatus.SUCCEEDED:
         raise SystemExit(f"deprovisioning {name} failed: {jobs_message(database, job_id)}")
     return time.perf_counter() - started
 

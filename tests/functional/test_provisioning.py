@@ -13,28 +13,32 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+from tests.functional.test_provisioning_api import RecordingDispatcher
 
 from dfe.config import Settings
+from dfe.db.base import utcnow
 from dfe.enums import JobStatus, ProvisionState
-from dfe.models import AppKey, Instance
+from dfe.models import AppKey, Instance, Job
 from dfe.provisioning import (
     DriverError,
     InstanceDatabase,
     LocalStorage,
     driver_for,
+    engine,
     instance_database_names,
 )
 from dfe.provisioning.engine import JobRunner
 from dfe.schemas import ClusterCreate, MountCreate, ServerCreate, UserCreate
-from dfe.services import identity, infrastructure
+from dfe.services import identity, infrastructure, jobs
 
 PASSWORD = "a-long-enough-password"
 OWNER = "ann@example.com"
@@ -273,7 +277,7 @@ def test_a_job_run_twice_at_once_provisions_the_instance_once(console, db, tmp_p
     in place, and the job succeeded, every time."""
     require_server("postgresql", tmp_path)
     estate = build_estate(db, tmp_path, "postgresql")
-    console.app.state.dispatcher = type("Keep", (), {"dispatch": lambda self, job_id: None})()
+    console.app.state.dispatcher = RecordingDispatcher()
     settings = Settings(data_dir=tmp_path)
     outcomes, made = [], []
 
@@ -431,6 +435,40 @@ def test_a_storage_failure_after_the_database_drops_the_database(console, db, tm
     )
     delete(console.client, name)
     assert_gone(db, console.client, estate, name, row)
+
+
+def test_a_job_claimed_with_its_launch_is_run_by_reconcile_when_its_process_died(db, tmp_path):
+    """The in-process queue claims a job in the transaction that records it. A Console
+    that dies before running it leaves a running job with a lease; nobody else may take
+    it until the lease runs out, and then reconcile runs it."""
+    estate = build_estate(db, tmp_path)
+    settings = Settings(data_dir=tmp_path)
+    runner = JobRunner(db, settings)
+    name = unique_name("claimed")
+    with db.transaction(actor="test") as s:
+        cluster_id = infrastructure.get_cluster(s, "local").id
+        _, job = engine.launch(s, identity.get_user(s, OWNER), name, cluster_id)
+        job_id, claimed = job.id, runner.claim_in(s, job)
+    assert claimed is not None and claimed.job_id == job_id
+    row = instance_row(db, name)
+    assert row is not None and row.state is ProvisionState.PROVISIONING
+    with db.transaction(actor="test") as s:
+        assert runner.claim_in(s, jobs.get_job(s, job_id)) is None  # its lease is live
+    assert runner.run(job_id) is JobStatus.RUNNING  # a second runner leaves it alone
+    assert engine.reconcile(db, settings, fix=False).resumed_jobs == []
+
+    with db.transaction(actor="test") as s:  # the lease runs out
+        past = utcnow() - timedelta(seconds=1)
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=past))
+    report = engine.reconcile(db, settings, fix=False)
+    assert report.resumed_jobs == [job_id] and report.orphans == []
+    row = instance_row(db, name)
+    assert row is not None and row.state is ProvisionState.PROVISIONED
+    assert row.db_name is not None and row.db_user is not None
+    assert estate.driver.exists(row.db_name, row.db_user).database
+    with db.session() as s:
+        finished = jobs.get_job(s, job_id)
+        assert finished.status is JobStatus.SUCCEEDED and finished.attempts == 2
 
 
 def test_job_states_are_recorded_and_readable(console, db, tmp_path):

@@ -68,7 +68,10 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.jobs: list[int] = []
 
-    def dispatch(self, job_id: int) -> None:
+    def claim(self, session: Any, job: Any) -> None:
+        return None  # as a queue does: the worker claims the job
+
+    def dispatch(self, job_id: int, claimed: Any = None) -> None:
         self.jobs.append(job_id)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from tests.functional.test_provisioning_api import RecordingDispatcher
 
 from dfe.config import Settings
 from dfe.console.app import create_app
@@ -139,15 +140,10 @@ def test_50_parallel_launches_of_one_name_through_the_api_make_one_instance(cons
     connection pool gives up after 10 s instead of 30, so that a pool deadlock fails the
     test in seconds; the pool's size is SQLAlchemy's default, as in production."""
     build_cluster(db, tmp_path)
-    kept: list[int] = []
-
-    class Keep:
-        def dispatch(self, job_id: int) -> None:
-            kept.append(job_id)
-
+    dispatcher = RecordingDispatcher()
     database = Database(db.url, pool_timeout=10)
     app = create_app(Settings(data_dir=tmp_path), database)
-    app.state.dispatcher = Keep()
+    app.state.dispatcher = dispatcher
     errors: list[str] = []
 
     def post(_n: int) -> str:
@@ -167,7 +163,7 @@ def test_50_parallel_launches_of_one_name_through_the_api_make_one_instance(cons
         database.dispose()
     assert outcomes == Counter({"202": 1, "409": 49}), (outcomes, errors[:1])
     assert [i.name for i in live_instances(db)] == ["same"]
-    assert len(kept) == 1 and job_count(db) == 1
+    assert len(dispatcher.jobs) == 1 and job_count(db) == 1
     assert_counters_exact(db)
 
 

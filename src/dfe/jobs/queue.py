@@ -14,11 +14,13 @@ from typing import Any, Protocol
 
 import structlog
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from dfe.config import Settings, get_settings
 from dfe.db.session import Database, open_database
 from dfe.logs import configure_logging
-from dfe.provisioning.engine import JobRunner
+from dfe.models import Job
+from dfe.provisioning.engine import Claimed, JobRunner
 
 TASK_NAME = "dfe.run_job"
 log = structlog.get_logger("dfe.jobs")
@@ -28,7 +30,14 @@ _REDELIVERY = {"visibility_timeout": 6 * 3600}
 
 
 class Dispatcher(Protocol):
-    def dispatch(self, job_id: int) -> None: ...
+    def claim(self, session: Session, job: Job) -> Claimed | None:
+        """Before the commit that records `job`: claim it in that transaction if this
+        process will run it (inline), which spares the job a transaction of its own."""
+        ...
+
+    def dispatch(self, job_id: int, claimed: Claimed | None = None) -> None:
+        """After that commit: run the job, or send it to a worker."""
+        ...
 
 
 class InlineDispatcher:
@@ -37,15 +46,21 @@ class InlineDispatcher:
     def __init__(self, database: Database, settings: Settings) -> None:
         self._runner = JobRunner(database, settings)
 
-    def dispatch(self, job_id: int) -> None:
-        self._runner.run(job_id)
+    def claim(self, session: Session, job: Job) -> Claimed | None:
+        return self._runner.claim_in(session, job)
+
+    def dispatch(self, job_id: int, claimed: Claimed | None = None) -> None:
+        self._runner.run(job_id, claimed)
 
 
 class QueueDispatcher:
     def __init__(self, settings: Settings) -> None:
         self._app = celery_app(settings)
 
-    def dispatch(self, job_id: int) -> None:
+    def claim(self, session: Session, job: Job) -> Claimed | None:
+        return None  # a worker claims it
+
+    def dispatch(self, job_id: int, claimed: Claimed | None = None) -> None:
         """Send the job to the queue. The job is recorded already: if the queue is down
         it stays queued, and a worker's start or `dfe reconcile` runs it later."""
         try:

@@ -134,6 +134,14 @@ class _Work:
     recorded_at: float = field(default_factory=time.monotonic)  # when a step was last recorded
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A job claimed in the transaction that recorded it (`JobRunner.claim_in`)."""
+
+    job_id: int
+    work: _Work
+
+
 RECORD_STEP_AFTER = 0.5  # seconds since the last recorded step before the next one is recorded
 FIRST_STEP = ("database", 20)  # of provisioning and deprovisioning alike; set by the claim
 SNAPSHOT_KINDS = (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE)
@@ -165,6 +173,7 @@ class JobRunner:
     A job is two or three transactions: (1) claim it at its first step and prepare (the
     instance's state, its password, where its parts go); (2) record the middle step, when
     the first took a while; (3) finish: the instance's end state and the job's, together.
+    The claim can also ride in the transaction that records the job (`claim_in`).
     Each step is idempotent, so a job whose worker died is run again from the start
     (`reconcile`).
     """
@@ -177,18 +186,33 @@ class JobRunner:
     def lease(self) -> timedelta:
         return timedelta(seconds=self.settings.job_lease_seconds)
 
-    def run(self, job_id: int) -> JobStatus:
-        with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            step, progress = FIRST_STEP
-            if not jobs.claim(session, job_id, self.lease, step=step, progress=progress):
-                # Done already, or another worker holds a live lease on it.
-                return jobs.get_job(session, job_id).status
-            job, instance = session.execute(
-                select(Job, Instance)
-                .outerjoin(Instance, Instance.id == Job.instance_id)
-                .where(Job.id == job_id)
-            ).one()
-            work = self._prepare(session, job, instance)
+    def claim_in(self, session: Session, job: Job) -> Claimed | None:
+        """Claim `job` in the (uncommitted) transaction that records it, for a process
+        that runs the job itself once that commits (the inline queue): the job needs no
+        claiming transaction of its own. If the process dies before running it, the
+        lease runs out and `reconcile` runs it, as any job of a dead worker."""
+        step, progress = FIRST_STEP
+        if not jobs.claim(session, job.id, self.lease, step=step, progress=progress):
+            return None
+        instance = session.get(Instance, job.instance_id) if job.instance_id else None
+        return Claimed(job.id, self._prepare(session, job, instance))
+
+    def run(self, job_id: int, claimed: Claimed | None = None) -> JobStatus:
+        """Run a job: claimed here, or already by `claim_in` (then `claimed`)."""
+        if claimed is not None:
+            work = claimed.work
+        else:
+            with self.database.transaction(actor=f"worker:job {job_id}") as session:
+                step, progress = FIRST_STEP
+                if not jobs.claim(session, job_id, self.lease, step=step, progress=progress):
+                    # Done already, or another worker holds a live lease on it.
+                    return jobs.get_job(session, job_id).status
+                job, instance = session.execute(
+                    select(Job, Instance)
+                    .outerjoin(Instance, Instance.id == Job.instance_id)
+                    .where(Job.id == job_id)
+                ).one()
+                work = self._prepare(session, job, instance)
         log.info("job started", job_id=job_id, kind=work.kind.value)
         try:
             if work.problem is not None:

@@ -173,9 +173,11 @@ def launch_instance(
         raise InvalidInput("owner: name the user who will own the instance")
     cluster = infrastructure.get_cluster(session, data.cluster or settings.default_cluster)
     instance, job = engine.launch(session, owner, data.name, cluster.id)
+    dispatcher = request.app.state.dispatcher
+    claimed = dispatcher.claim(session, job)
     name, job_id = instance.name, job.id  # read before expire_all: no reload
     session.commit()
-    request.app.state.dispatcher.dispatch(job_id)
+    dispatcher.dispatch(job_id, claimed)
     session.expire_all()
     return _launched(session, name, job_id)
 
@@ -194,9 +196,11 @@ def delete_instance(
 ) -> Any:
     instances.find_instance(session, name, **_scope(principal))  # 404 unless visible
     job = engine.request_deprovision(session, name)
+    dispatcher = request.app.state.dispatcher
+    claimed = dispatcher.claim(session, job)
     instance_name, job_id = job.instance_name or name, job.id
     session.commit()
-    request.app.state.dispatcher.dispatch(job_id)
+    dispatcher.dispatch(job_id, claimed)
     session.expire_all()
     return _launched(session, instance_name, job_id)
 
