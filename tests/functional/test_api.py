@@ -173,8 +173,19 @@ def test_users_register_log_in_and_see_only_their_own(console, db):
     with db.transaction(actor="test") as s:
         instances.delete_instance_record(s, "bob-app")
     bob = console.as_(console.login("bob@example.com", PASSWORD))
-    assert bob.get("/api/v1/instances/bob-app").json()["archived"] is True
+    seen = bob.get("/api/v1/instances/bob-app").json()
+    assert seen["archived"] is True
+    placed = [seen[k] for k in ("owner", "cluster", "db_server", "web_server", "app_server")]
+    assert placed == ["bob@example.com", "east", "db-1", "web-1", "app-1"]
     assert bob.get("/api/v1/instances").json()["total"] == 0
+    # A server archived since is named by its id.
+    app_server_id = client.get("/api/v1/servers/app-1").json()["id"]
+    with db.transaction(actor="test") as s:
+        instances.delete_instance_record(s, "ann-app")
+    assert client.delete("/api/v1/clusters/east/servers/app-1").status_code == 204
+    assert client.delete("/api/v1/servers/app-1").status_code == 204
+    seen = bob.get("/api/v1/instances/bob-app").json()
+    assert (seen["app_server"], seen["db_server"]) == (f"#{app_server_id}", "db-1")
 
 
 def test_an_instance_key_reads_only_its_own_status(console, db):

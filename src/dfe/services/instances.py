@@ -93,7 +93,12 @@ def find_instance(
         server_ids = (live.db_server_id, live.web_server_id, live.app_server_id)
         return _public(live, dict(zip(server_ids, names, strict=True)))
     archive = ARCHIVED_TABLES[Instance.__table__]  # type: ignore[index]
-    query = select(archive).where(archive.c.name == name)
+    # The names of its owner, cluster and servers, which may be archived too (then "#id").
+    names = [
+        select(column).where(model.id == archive.c[ref]).scalar_subquery().label(label)
+        for label, (model, column, ref) in _ARCHIVED_NAMES.items()
+    ]
+    query = select(archive, *names).where(archive.c.name == name)
     if owner_id is not None:
         query = query.where(archive.c.user_id == owner_id)
     if only_id is not None:
@@ -101,23 +106,28 @@ def find_instance(
     row = session.execute(query.order_by(archive.c.archive_id.desc()).limit(1)).first()
     if row is None:
         raise NotFound(f"instance '{name}' does not exist")
-    return _archived_public(session, row._mapping)
+    return _archived_public(row._mapping)
 
 
-def _archived_public(session: Session, row: Any) -> InstancePublic:
-    def name_of(model: Any, row_id: int, column: Any) -> str:
-        found = session.scalar(select(column).where(model.id == row_id))
-        return str(found) if found is not None else f"#{row_id}"
+_ARCHIVED_NAMES: dict[str, tuple[Any, Any, str]] = {
+    "owner": (User, User.email, "user_id"),
+    "cluster": (Cluster, Cluster.name, "cluster_id"),
+    "db_server": (Server, Server.name, "db_server_id"),
+    "web_server": (Server, Server.name, "web_server_id"),
+    "app_server": (Server, Server.name, "app_server_id"),
+}
 
+
+def _archived_public(row: Any) -> InstancePublic:
+    names = {
+        label: row[label] if row[label] is not None else f"#{row[ref]}"
+        for label, (_, _, ref) in _ARCHIVED_NAMES.items()
+    }
     return InstancePublic(
         id=row["id"],
         name=row["name"],
         host="",
-        owner=name_of(User, row["user_id"], User.email),
-        cluster=name_of(Cluster, row["cluster_id"], Cluster.name),
-        db_server=name_of(Server, row["db_server_id"], Server.name),
-        web_server=name_of(Server, row["web_server_id"], Server.name),
-        app_server=name_of(Server, row["app_server_id"], Server.name),
+        **names,
         provision_state=row["provision_state"],
         ready_state=row["ready_state"],
         operational_state=row["operational_state"],
