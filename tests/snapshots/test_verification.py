@@ -184,6 +184,24 @@ def test_tables_are_loaded_from_the_verified_archive_itself(archive, tmp_path):
         staged.remove()
 
 
+def test_a_failed_export_leaves_nothing_behind(tmp_path):
+    """A table that cannot be exported (its archive's hash already under way in a thread)
+    removes the partial archive."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'source.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, at DATETIME)"))
+        connection.execute(text("INSERT INTO t VALUES (1, 'not a time')"))
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "big.bin").write_bytes(os.urandom(3 << 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError):
+        write_snapshot(out / "x.dfe.tar", instance_name="demo", engine=engine, files_root=files)
+    assert os.listdir(out) == []
+    engine.dispose()
+
+
 def test_a_refused_archive_changes_nothing(archive, tmp_path):
     """The target's tables and files stay as they were when verification fails."""
     target = create_engine(f"sqlite:///{tmp_path / 'target.db'}")

@@ -153,23 +153,40 @@ def write_snapshot(
     progress: Progress = _no_progress,
 ) -> WrittenSnapshot:
     """Write the archive of an instance to `destination` (a new file; a partial one is
-    removed on failure)."""
+    removed on failure).
+
+    The archive's SHA-256 is taken by a thread behind the writer: the tables' part as
+    soon as it is final (their headers rewritten), while the files are written; the
+    rest while the file is synced to disk."""
     partial = destination.with_name(destination.name + ".part")
     now = time.time()
     try:
-        with _open_new(partial, read_too=True) as raw:
+        with (
+            _open_new(partial, read_too=True) as raw,
+            ThreadPoolExecutor(1) as sum_pool,
+            ThreadPoolExecutor(1) as sync_pool,
+        ):
+            archive_sum = _TrailingSum(raw.fileno(), sum_pool)
             with tarfile.TarFile(
                 fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
             ) as tar:
-                manifest = _write_members(tar, instance_name, engine, files_root, now, progress)
+
+                def tables_written() -> None:
+                    raw.flush()  # the tables' part is final: hashed while the files are written
+                    archive_sum.upto(tar.offset)
+
+                manifest = _write_members(
+                    tar, instance_name, engine, files_root, now, progress, tables_written
+                )
                 document = json.dumps(manifest, indent=1, sort_keys=True).encode()
                 tar.addfile(_info(MANIFEST, len(document), now), _BytesReader(document))
             raw.flush()
-            # The disk write (I/O wait) and the hash of the file (CPU) at the same time.
-            with ThreadPoolExecutor(1) as pool:
-                synced = pool.submit(os.fsync, raw.fileno())
-                size, digest = _file_sum(raw)
-                synced.result()
+            size = raw.tell()
+            # The disk write (I/O wait) and the rest of the hash (CPU) at the same time.
+            synced = sync_pool.submit(os.fsync, raw.fileno())
+            archive_sum.upto(size)
+            digest = archive_sum.hexdigest()
+            synced.result()
         os.replace(partial, destination)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -177,14 +194,32 @@ def write_snapshot(
     return WrittenSnapshot(destination, size, digest, manifest)
 
 
-def _file_sum(file: IO[bytes]) -> tuple[int, str]:
-    """The size and SHA-256 of a whole (flushed) file, read again from its start."""
-    digest = hashlib.sha256()
-    size = 0
-    while block := os.pread(file.fileno(), CHUNK, size):
-        digest.update(block)
-        size += len(block)
-    return size, digest.hexdigest()
+class _TrailingSum:
+    """The SHA-256 of a file being written, taken in a thread (`pool`, of one worker) behind
+    the writer: `upto(end)` hands it the bytes before `end`, final by then."""
+
+    def __init__(self, fd: int, pool: ThreadPoolExecutor) -> None:
+        self.fd, self.pool = fd, pool
+        self.digest = hashlib.sha256()
+        self.done = 0
+        self.pending: list[Future[None]] = []
+
+    def upto(self, end: int) -> None:
+        self.pending.append(self.pool.submit(self._sum, self.done, end))
+        self.done = end
+
+    def _sum(self, start: int, end: int) -> None:
+        while start < end:
+            block = os.pread(self.fd, min(CHUNK, end - start), start)
+            if not block:
+                raise SnapshotError("the archive is shorter than written")
+            self.digest.update(block)
+            start += len(block)
+
+    def hexdigest(self) -> str:
+        for summed in self.pending:
+            summed.result()
+        return self.digest.hexdigest()
 
 
 def _add_written(
@@ -235,6 +270,7 @@ def _write_members(
     files_root: Path | None,
     now: float,
     progress: Progress,
+    tables_written: Callable[[], None],
 ) -> dict[str, Any]:
     tables_manifest: list[dict[str, Any]] = []
     try:
@@ -260,6 +296,7 @@ def _write_members(
                 )
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot read the instance database: {describe(error)}") from None
+    tables_written()
     progress("files", 75)
     files_manifest = []
     for relative, path in instance_files(files_root) if files_root else ():
