@@ -9,7 +9,7 @@ about 70 % of `--size-mb`, and files (random bytes, 1 MB each) for the rest.
 - DFE: in a child process of its own (so its peak memory, ru_maxrss, is its own):
   `write_snapshot` (the export job's work: the server writes the canonical lines,
   streamed into the archive), then `stage_snapshot` + `apply_staged` (the import job's
-  work: verify every row and checksum, the files into a staging directory; load with
+  work: verify every checksum, the files into a staging directory; load with
   COPY into a fresh database, read every table back and compare, move the files in).
   The import's verification alone is printed too.
 - Floor, the same data in the same run: `pg_dump -Fc -Z0` of the database to a file,

@@ -120,17 +120,6 @@ CASES = {
         replace("schema.json", lambda d: d.replace(b'"length": 20', b'"length": 21')),
         "schema.json does not match",
     ),
-    "malformed row with a matching manifest": (
-        lambda found: replace(
-            "manifest.json",
-            manifest_edit(
-                lambda m: m["tables"][0].update(
-                    sha256=__import__("hashlib").sha256(b"[1]\n").hexdigest(), rows=1
-                )
-            ),
-        )(replace("tables/0001.jsonl", lambda d: b"[1]\n")(found)),
-        "a row does not have 2 values",
-    ),
     "parent traversal": (add(tarfile.TarInfo("../../etc/passwd")), "leaves its folder"),
     "traversal inside files": (
         add(tarfile.TarInfo("files/../../../etc/passwd")),
@@ -193,6 +182,24 @@ def test_tables_are_loaded_from_the_verified_archive_itself(archive, tmp_path):
         target.dispose()
     finally:
         staged.remove()
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path):
+    """A table that cannot be exported (its archive's hash already under way in a thread)
+    removes the partial archive."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'source.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, at DATETIME)"))
+        connection.execute(text("INSERT INTO t VALUES (1, 'not a time')"))
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "big.bin").write_bytes(os.urandom(3 << 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ValueError):
+        write_snapshot(out / "x.dfe.tar", instance_name="demo", engine=engine, files_root=files)
+    assert os.listdir(out) == []
+    engine.dispose()
 
 
 def test_a_refused_archive_changes_nothing(archive, tmp_path):
@@ -315,6 +322,54 @@ def test_a_row_that_does_not_load_exactly_changes_nothing(
         with pytest.raises(SnapshotError, match=message):
             apply_staged(staged, target, None)
         assert checksum_database(target) == before  # still only `keep`
+    finally:
+        staged.remove()
+        target.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"[1]\n",  # too few values
+        b'[1,"one","two"]\n',  # too many
+        b"not json\n",
+        b'[1,"one"\n',  # no closing bracket
+        b'[1,"o\tne"]\n',  # a raw tab: not JSON (and a column too many in COPY's text)
+        b'{"id":1}\n',
+        b'[1, "one"]\n',  # valid JSON, but not the canonical line: loads, reads back otherwise
+    ],
+)
+def test_a_malformed_row_with_a_matching_manifest_changes_nothing(
+    archive, server_database, tmp_path, line, kind
+):
+    """Verification sums rows without parsing them: a forged row whose checksum matches
+    passes it, and the load refuses it (parsed, refused by the server, or read back
+    otherwise) before anything of the instance changes."""
+    sha = hashlib.sha256(line).hexdigest()
+    forged = rewrite(
+        archive,
+        tmp_path / "forged.tar",
+        lambda found: replace(
+            "manifest.json", manifest_edit(lambda m: m["tables"][0].update(sha256=sha, rows=1))
+        )(replace("tables/0001.jsonl", lambda d: line)(found)),
+    )
+    with open(forged, "rb") as source:
+        staged = stage_snapshot(source, tmp_path / "stage")  # every checksum matches
+    url = f"sqlite:///{tmp_path / 'target.db'}" if kind == "sqlite" else server_database(kind).url
+    target = create_engine(url)
+    files = tmp_path / "target-files"
+    files.mkdir()
+    (files / "mine.txt").write_text("mine")
+    try:
+        with target.begin() as connection:
+            connection.execute(text("CREATE TABLE keep (id INTEGER PRIMARY KEY)"))
+            connection.execute(text("INSERT INTO keep VALUES (7)"))
+        before = checksum_database(target)
+        with pytest.raises(SnapshotError, match="table 't'"):
+            apply_staged(staged, target, files)
+        assert checksum_database(target) == before  # still only `keep`
+        assert sorted(os.listdir(files)) == ["mine.txt"]
     finally:
         staged.remove()
         target.dispose()

@@ -11,10 +11,11 @@ written; a table's rows go straight into the archive, their member's header bein
 rewritten once their size is known. Reading is the reverse and trusts nothing:
 every entry is checked (a regular file with a plain relative name in one of the
 places above; no links, no `..`, no absolute path) and hashed, files are copied
-to a fresh staging directory, tables' rows are checked where they are (and read
-from the archive again to be loaded); only when the manifest's version, every row
-count and every checksum match does `apply_staged` change the instance, and its
-read-back proves the loaded tables equal to the manifest. Without compression,
+to a fresh staging directory, tables' rows are counted and summed where they are
+(and read from the archive again to be loaded); only when the manifest's version,
+every row count and every checksum match does `apply_staged` change the instance:
+it parses the rows (or the server does) as it loads them, and its read-back proves
+the loaded tables equal to the manifest before anything is committed. Without compression,
 the staged copy is never larger than the archive itself.
 """
 
@@ -31,7 +32,7 @@ import stat
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +45,7 @@ from dfe.provisioning.drivers.base import describe
 from dfe.snapshots import FORMAT_VERSION
 from dfe.snapshots.dump import (
     TableSum,
-    check_lines,
+    begin_ddl,
     create_indexes,
     describe_database,
     discard,
@@ -152,23 +153,40 @@ def write_snapshot(
     progress: Progress = _no_progress,
 ) -> WrittenSnapshot:
     """Write the archive of an instance to `destination` (a new file; a partial one is
-    removed on failure)."""
+    removed on failure).
+
+    The archive's SHA-256 is taken by a thread behind the writer: the tables' part as
+    soon as it is final (their headers rewritten), while the files are written; the
+    rest while the file is synced to disk."""
     partial = destination.with_name(destination.name + ".part")
     now = time.time()
     try:
-        with _open_new(partial, read_too=True) as raw:
+        with (
+            _open_new(partial, read_too=True) as raw,
+            ThreadPoolExecutor(1) as sum_pool,
+            ThreadPoolExecutor(1) as sync_pool,
+        ):
+            archive_sum = _TrailingSum(raw.fileno(), sum_pool)
             with tarfile.TarFile(
                 fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
             ) as tar:
-                manifest = _write_members(tar, instance_name, engine, files_root, now, progress)
+
+                def tables_written() -> None:
+                    raw.flush()  # the tables' part is final: hashed while the files are written
+                    archive_sum.upto(tar.offset)
+
+                manifest = _write_members(
+                    tar, instance_name, engine, files_root, now, progress, tables_written
+                )
                 document = json.dumps(manifest, indent=1, sort_keys=True).encode()
                 tar.addfile(_info(MANIFEST, len(document), now), _BytesReader(document))
             raw.flush()
-            # The disk write (I/O wait) and the hash of the file (CPU) at the same time.
-            with ThreadPoolExecutor(1) as pool:
-                synced = pool.submit(os.fsync, raw.fileno())
-                size, digest = _file_sum(raw)
-                synced.result()
+            size = raw.tell()
+            # The disk write (I/O wait) and the rest of the hash (CPU) at the same time.
+            synced = sync_pool.submit(os.fsync, raw.fileno())
+            archive_sum.upto(size)
+            digest = archive_sum.hexdigest()
+            synced.result()
         os.replace(partial, destination)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -176,14 +194,32 @@ def write_snapshot(
     return WrittenSnapshot(destination, size, digest, manifest)
 
 
-def _file_sum(file: IO[bytes]) -> tuple[int, str]:
-    """The size and SHA-256 of a whole (flushed) file, read again from its start."""
-    digest = hashlib.sha256()
-    size = 0
-    while block := os.pread(file.fileno(), CHUNK, size):
-        digest.update(block)
-        size += len(block)
-    return size, digest.hexdigest()
+class _TrailingSum:
+    """The SHA-256 of a file being written, taken in a thread (`pool`, of one worker) behind
+    the writer: `upto(end)` hands it the bytes before `end`, final by then."""
+
+    def __init__(self, fd: int, pool: ThreadPoolExecutor) -> None:
+        self.fd, self.pool = fd, pool
+        self.digest = hashlib.sha256()
+        self.done = 0
+        self.pending: list[Future[None]] = []
+
+    def upto(self, end: int) -> None:
+        self.pending.append(self.pool.submit(self._sum, self.done, end))
+        self.done = end
+
+    def _sum(self, start: int, end: int) -> None:
+        while start < end:
+            block = os.pread(self.fd, min(CHUNK, end - start), start)
+            if not block:
+                raise SnapshotError("the archive is shorter than written")
+            self.digest.update(block)
+            start += len(block)
+
+    def hexdigest(self) -> str:
+        for summed in self.pending:
+            summed.result()
+        return self.digest.hexdigest()
 
 
 def _add_written(
@@ -234,6 +270,7 @@ def _write_members(
     files_root: Path | None,
     now: float,
     progress: Progress,
+    tables_written: Callable[[], None],
 ) -> dict[str, Any]:
     tables_manifest: list[dict[str, Any]] = []
     try:
@@ -259,6 +296,7 @@ def _write_members(
                 )
     except SQLAlchemyError as error:
         raise SnapshotError(f"cannot read the instance database: {describe(error)}") from None
+    tables_written()
     progress("files", 75)
     files_manifest = []
     for relative, path in instance_files(files_root) if files_root else ():
@@ -388,13 +426,19 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
     # Any other stream is read through, every member copied.
     in_file = _regular_file(source)
     members: dict[str, tuple[int, int]] = {}
+    # From a file, each table is summed in a thread of its own while the files are copied
+    # (hashing and file I/O release the GIL: the two run on two cores).
+    summing: dict[str, Future[dict[str, Any]]] = {}
     try:
-        with tarfile.open(fileobj=source, mode="r:" if in_file else "r|") as tar:
+        with (
+            ThreadPoolExecutor(1) as pool,
+            tarfile.open(fileobj=source, mode="r:" if in_file else "r|") as tar,
+        ):
             for member in tar:
                 name = _member_name(member)
                 if name is None:
                     continue
-                if name in seen or name in documents:
+                if name in seen or name in summing or name in documents:
                     raise SnapshotError(f"the archive holds {name[:120]!r} twice: refused")
                 if member.size > (MAX_DOCUMENT if name in (MANIFEST, SCHEMA) else 1 << 62):
                     raise SnapshotError(f"{name} is too large")
@@ -413,11 +457,15 @@ def _stage(source: IO[bytes], staging: Path) -> StagedSnapshot:
                 if name.startswith("tables/"):
                     if schema is None:
                         raise SnapshotError("the archive's tables come before its schema: refused")
-                    copy = None if in_file else staging / name
-                    seen[name] = _stage_table(data, copy, schema, name)
+                    _table_index(name, schema)
                     members[name] = (member.offset_data, member.size)
+                    if in_file:
+                        summing[name] = pool.submit(_stage_table, data, None, name)
+                    else:
+                        seen[name] = _stage_table(data, staging / name, name)
                 else:
                     seen[name] = _stage_file(data, staging / name)
+            seen.update((name, summed.result()) for name, summed in summing.items())
     except tarfile.TarError as error:
         raise SnapshotError(
             f"not a readable snapshot archive (truncated or corrupt: {error})"
@@ -466,34 +514,31 @@ def _write_staged(path: Path) -> IO[bytes]:
     return _open_new(path)
 
 
-def _stage_table(
-    data: _Readable, path: Path | None, schema: list[dict[str, Any]], name: str
-) -> dict[str, Any]:
-    """Check a table's rows (one JSON array of the table's width a line) and sum them;
-    copy them to `path` if given."""
+def _table_index(name: str, schema: list[dict[str, Any]]) -> int:
     index = int(name.removeprefix("tables/").removesuffix(".jsonl"))
     if not 1 <= index <= len(schema):
         raise SnapshotError(f"{name}: no such table in the schema")
-    width = len(schema[index - 1]["columns"])
+    return index
+
+
+def _stage_table(data: _Readable, path: Path | None, name: str) -> dict[str, Any]:
+    """Count and sum a table's rows; copy them to `path` if given.
+
+    The rows are not parsed here: their checksum is the manifest's, and the load parses
+    each row (or hands it to the server), in a transaction (on MySQL, into tables beside
+    the instance's) whose read-back must give these very lines again before anything of
+    the instance changes. A row that is not what it should be fails the load there."""
     digest = hashlib.sha256()
     rows = 0
-    where = f"table {schema[index - 1]['name']!r}"
-    pending: list[bytes] = []  # the start of a row that goes on in the next block
+    last = b"\n"
     with _write_staged(path) if path else contextlib.nullcontext() as out:
         while block := data.read(CHUNK):
             digest.update(block)
+            rows += block.count(b"\n")
+            last = block[-1:]
             if out is not None:
                 out.write(block)
-            lines = block.split(b"\n")
-            if len(lines) == 1:
-                pending.append(block)  # a row longer than a block
-                continue
-            if pending:
-                lines[0] = b"".join([*pending, lines[0]])
-            pending = [lines.pop()]
-            check_lines(lines, width, where)
-            rows += len(lines)
-    if any(pending):
+    if last != b"\n":
         raise SnapshotError(f"{name}: the last row is cut short")
     return {"rows": rows, "sha256": digest.hexdigest()}
 
@@ -574,6 +619,7 @@ def apply_staged(
     tables = staged.tables
     try:
         with engine.begin() as connection:
+            begin_ddl(connection)
             progress("schema", 30)
             loading = prepare_schema(connection, tables)
             try:

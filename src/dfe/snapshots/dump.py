@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
@@ -297,16 +298,6 @@ def parse_line(line: bytes, width: int, where: str) -> list[Any]:
     return values
 
 
-def check_lines(lines: list[bytes], width: int, where: str) -> None:
-    """`parse_line` of each line, done a block at a time (no Python work per line)."""
-    try:
-        parsed = list(map(orjson.loads, lines))
-    except orjson.JSONDecodeError:
-        raise SnapshotError(f"{where}: a row is not valid JSON") from None
-    if parsed and (set(map(type, parsed)) != {list} or set(map(len, parsed)) != {width}):
-        raise SnapshotError(f"{where}: a row does not have {width} values")
-
-
 # Where the server checks these types itself (a string for an integer is refused), JSON's
 # values go as they are; SQLite stores anything anywhere, so there every value is checked.
 # PostgreSQL's COPY parses the canonical text of numbers, decimals, dates and times itself;
@@ -348,6 +339,17 @@ def _batches(
                 batch = []
     if batch:
         yield batch
+
+
+def begin_ddl(connection: Connection) -> None:
+    """SQLite: the driver (pysqlite) opens a transaction only before a row is written, so a
+    DROP or CREATE TABLE before that would be committed at once; an explicit BEGIN makes
+    them part of the import's transaction, undone with it. Elsewhere nothing."""
+    if connection.dialect.name != "sqlite":
+        return
+    raw = cast("sqlite3.Connection", connection.connection.driver_connection)
+    if not raw.in_transaction:
+        connection.exec_driver_sql("BEGIN")
 
 
 def replace_schema(connection: Connection, tables: list[dict[str, Any]]) -> dict[str, Table]:

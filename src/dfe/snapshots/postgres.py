@@ -262,8 +262,9 @@ def _plain_line(line: bytes) -> bool:
 
 
 def _converted(lines: bytes, width: int) -> tuple[str, bytes] | None:
-    """Plain lines as TEXT or CSV; None if a line is not plain. (Each line was checked
-    while staging to be one JSON array: with a single pair of brackets, they are its own.)"""
+    """Plain lines as TEXT or CSV; None if a line is not plain. (Lines are not parsed: a
+    line that is not the JSON array it seems to be is refused by the server, or loads as
+    something whose read-back differs from it.)"""
     if b"\\" in lines:
         return None
     rows = lines.count(b"\n")
