@@ -35,7 +35,7 @@ from dfe.db.session import Database
 from dfe.enums import OperationalState, OwnerType
 from dfe.host.app import WebTier
 from dfe.host.app import create_app as create_web_tier
-from dfe.models import Instance
+from dfe.models import Instance, Server
 from dfe.provisioning import DriverError, driver_for
 from dfe.schemas import ClusterCreate, ServerCreate, ServiceUserCreate, UserCreate
 from dfe.services import identity, infrastructure, instances, setup
@@ -175,7 +175,22 @@ def hosting(console_db: Database, tmp_path: Path) -> Iterator[Callable[..., Host
             stack.callback(console.close)
             return Hosting(console_db, data_dir, console, web, tier, transport)
 
+        stack.callback(drop_server_databases, console_db)
         yield make
+
+
+def drop_server_databases(db: Database) -> None:
+    """The databases and users a test's instances have on the machine's PostgreSQL or
+    MariaDB: dropped (the SQLite files go with the test's directory)."""
+    with db.session() as s:
+        placed = s.execute(
+            select(Instance.db_name, Instance.db_user, Server.host, Server.config).join(
+                Server, Server.id == Instance.db_server_id
+            )
+        ).all()
+    for database_name, user_name, host, config in placed:
+        if database_name and user_name and config.get("driver") in ("postgresql", "mysql"):
+            driver_for({"host": host, **config}).drop(database_name, user_name)
 
 
 def server_cluster(hosting: Hosting, kind: str) -> str:
