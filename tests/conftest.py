@@ -55,6 +55,16 @@ def _test_keyring() -> None:
     install_keyring(Keyring([TEST_ENCRYPTION_KEY]))
 
 
+@pytest.fixture(autouse=True)
+def _data_dir_of_the_test(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Settings()` without a data directory gets one of the test's own, never the
+    checkout's `./var` (a job run there would leave its mail in it)."""
+    monkeypatch.setenv("DFE_DATA_DIR", str(tmp_path_factory.mktemp("var")))
+    get_settings.cache_clear()
+
+
 def _unavailable(engine_name: str, reason: str) -> None:
     message = f"{engine_name} server unavailable: {reason}"
     if IN_CI:
