@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
@@ -55,12 +56,13 @@ async def get_session(
     database: Annotated[Database, Depends(get_database)],
 ) -> AsyncIterator[Session]:
     """A session for the request: made here (no I/O), closed in the thread pool (closing
-    may roll back over the network)."""
+    may roll back over the network), also when the request is cancelled."""
     session = database.session()
     try:
         yield session
     finally:
-        await run_in_threadpool(session.close)
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
