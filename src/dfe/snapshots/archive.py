@@ -285,7 +285,13 @@ def _write_members(
                 progress(f"table {description['name']}", 10 + 60 * index // (len(tables) + 1))
                 member = f"tables/{index:04d}.jsonl"
                 dump = functools.partial(dump_table, connection, description)
-                summed = _add_written(tar, member, now, dump)
+                try:
+                    summed = _add_written(tar, member, now, dump)
+                except (ValueError, TypeError) as error:  # a stored value its type cannot read
+                    raise SnapshotError(
+                        f"cannot export table {description['name']!r}: a value in it does"
+                        f" not read as its column's type ({type(error).__name__})"
+                    ) from None
                 tables_manifest.append(
                     {
                         "name": description["name"],
