@@ -108,8 +108,11 @@ def connection_class(lock: WriterLock) -> type[sqlite3.Connection]:
         def after(self) -> None:
             """Release once no transaction is open (autocommit, a failed BEGIN, the end)."""
             if self._holds and not self.in_transaction:
-                self._holds = False
-                lock.release()
+                self._let_go()
+
+        def _let_go(self) -> None:
+            self._holds = False
+            lock.release()
 
         def commit(self) -> None:
             try:
@@ -133,9 +136,8 @@ def connection_class(lock: WriterLock) -> type[sqlite3.Connection]:
             try:
                 super().close()
             finally:
-                if self._holds:
-                    self._holds = False
-                    lock.release()
+                if self._holds:  # closed: in_transaction can no longer be asked
+                    self._let_go()
 
     class Cursor(sqlite3.Cursor):
         connection: Connection

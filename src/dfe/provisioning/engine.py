@@ -191,11 +191,15 @@ class JobRunner:
         that runs the job itself once that commits (the inline queue): the job needs no
         claiming transaction of its own. If the process dies before running it, the
         lease runs out and `reconcile` runs it, as any job of a dead worker."""
-        step, progress = FIRST_STEP
-        if not jobs.claim(session, job.id, self.lease, step=step, progress=progress):
+        if not self._take(session, job.id):
             return None
         instance = session.get(Instance, job.instance_id) if job.instance_id else None
         return Claimed(job.id, self._prepare(session, job, instance))
+
+    def _take(self, session: Session, job_id: int) -> bool:
+        """Claim the job at its first step with a fresh lease (`jobs.claim`)."""
+        step, progress = FIRST_STEP
+        return jobs.claim(session, job_id, self.lease, step=step, progress=progress)
 
     def run(self, job_id: int, claimed: Claimed | None = None) -> JobStatus:
         """Run a job: claimed here, or already by `claim_in` (then `claimed`)."""
@@ -203,8 +207,7 @@ class JobRunner:
             work = claimed.work
         else:
             with self.database.transaction(actor=f"worker:job {job_id}") as session:
-                step, progress = FIRST_STEP
-                if not jobs.claim(session, job_id, self.lease, step=step, progress=progress):
+                if not self._take(session, job_id):
                     # Done already, or another worker holds a live lease on it.
                     return jobs.get_job(session, job_id).status
                 job, instance = session.execute(

@@ -173,13 +173,7 @@ def launch_instance(
         raise InvalidInput("owner: name the user who will own the instance")
     cluster = infrastructure.get_cluster(session, data.cluster or settings.default_cluster)
     instance, job = engine.launch(session, owner, data.name, cluster.id)
-    dispatcher = request.app.state.dispatcher
-    claimed = dispatcher.claim(session, job)
-    name, job_id = instance.name, job.id  # read before expire_all: no reload
-    session.commit()
-    dispatcher.dispatch(job_id, claimed)
-    session.expire_all()
-    return _launched(session, name, job_id)
+    return _start(request, session, job, instance.name)
 
 
 @router.delete(
@@ -196,16 +190,18 @@ def delete_instance(
 ) -> Any:
     instances.find_instance(session, name, **_scope(principal))  # 404 unless visible
     job = engine.request_deprovision(session, name)
+    return _start(request, session, job, job.instance_name or name)
+
+
+def _start(request: Request, session: SessionDep, job: Job, name: str) -> InstanceLaunched:
+    """Commit the request's job (claimed in its transaction when this process runs it),
+    run or queue it, and answer with instance `name` and the job as they stand then."""
     dispatcher = request.app.state.dispatcher
     claimed = dispatcher.claim(session, job)
-    instance_name, job_id = job.instance_name or name, job.id
+    job_id = job.id  # read before expire_all: no reload
     session.commit()
     dispatcher.dispatch(job_id, claimed)
     session.expire_all()
-    return _launched(session, instance_name, job_id)
-
-
-def _launched(session: SessionDep, name: str, job_id: int) -> InstanceLaunched:
     return InstanceLaunched(
         instance=instances.find_instance(session, name),
         job=JobPublic.model_validate(jobs.get_job(session, job_id)),
