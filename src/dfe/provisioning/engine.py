@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from dfe.config import Settings
@@ -161,6 +161,19 @@ _ACTIVATE = (
         operational_state=OperationalState.ACTIVATED,
         state_changed_at=bindparam("p_now"),
     )
+    .execution_options(synchronize_session=False)
+)
+
+# The end of a deprovisioning: the state the archived row keeps, then the row's removal.
+_DEPROVISIONED = (
+    update(Instance)
+    .where(Instance.id == bindparam("p_instance"))
+    .values(provision_state=ProvisionState.DEPROVISIONED, state_changed_at=bindparam("p_now"))
+    .execution_options(synchronize_session=False)
+)
+_ARCHIVE = (
+    delete(Instance)
+    .where(Instance.id == bindparam("p_instance"))
     .execution_options(synchronize_session=False)
 )
 
@@ -326,13 +339,14 @@ class JobRunner:
             resources.storage.remove_instance_tree(resources.owner_key, work.name)
             self.on_step("archive")
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            instance = session.get(Instance, work.instance_id) if work.instance_id else None
-            if instance is not None:
-                instance.provision_state = ProvisionState.DEPROVISIONED
-                instance.state_changed_at = utcnow()
-                session.flush()  # the archived row says how it ended
-                audit.record(session, "instance.archive", "instance", instance.id, instance.name)
-                session.delete(instance)
+            # Statements, not the ORM: the archive triggers copy the rows as the DELETE
+            # goes, with the end state set just before (the archived row says how it ended).
+            ended = session.execute(
+                _DEPROVISIONED, {"p_instance": work.instance_id, "p_now": utcnow()}
+            )
+            if ended.rowcount:  # type: ignore[attr-defined]  # else archived by an earlier run
+                audit.record(session, "instance.archive", "instance", work.instance_id, work.name)
+                session.execute(_ARCHIVE, {"p_instance": work.instance_id})
             jobs.finish(session, job_id, JobStatus.SUCCEEDED)
 
     def _fail(self, job_id: int, work: _Work, message: str) -> str:

@@ -33,6 +33,7 @@ from dfe.models import (
 )
 from dfe.provisioning.drivers import InstanceDatabase, driver_for
 from dfe.provisioning.errors import StorageError
+from dfe.provisioning.names import generate_password
 from dfe.provisioning.storage import LocalStorage
 from dfe.schemas import (
     InstanceApiKey,
@@ -185,6 +186,12 @@ def create_instance_record(
         app_server_id=servers[ServerType.APP].id,
         storage_key=secrets.token_hex(16),
         api_key=new_api_key(),
+        db_password=generate_password(),
+        # Known to be empty until provisioned: reading them needs no query.
+        db_host=None,
+        db_port=None,
+        db_name=None,
+        db_user=None,
     )
     session.add(instance)
     flush_or_conflict(session, f"an instance named '{name}' already exists")
