@@ -165,7 +165,6 @@ def floor_round(settings: Settings, names: list[str]) -> float:
             job = jobs.create_job(session, JobKind.PROVISION, instance)
             database_name, user_name = instance_database_names(name, instance.id)
             instance.db_name, instance.db_user = database_name, user_name
-            instance.db_password = generate_password()
             instance.provision_state = ProvisionState.PROVISIONED
             jobs.finish(session, job.id, JobStatus.SUCCEEDED)
         os.close(os.open(directory / f"{database_name}{SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o640))

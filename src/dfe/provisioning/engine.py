@@ -287,7 +287,7 @@ class JobRunner:
         if job.kind is JobKind.PROVISION:
             instance.provision_state = ProvisionState.PROVISIONING
             instance.state_changed_at = utcnow()
-            if instance.db_password is None:
+            if instance.db_password is None:  # recorded before passwords came at insert
                 instance.db_password = generate_password()
             if instance.api_key is None:  # an instance recorded before keys existed
                 instance.api_key = new_api_key()
