@@ -261,14 +261,17 @@ def missing_archive_triggers(connection: Connection) -> list[str]:
     return [name for name in expected_triggers(connection.dialect.name) if name not in installed]
 
 
-# PostgreSQL-only indexes, made by their migrations and not in the models.
-POSTGRESQL_ONLY_INDEXES = frozenset({"ix_instance_t_name_trgm", "ix_server_t_placement"})
+# Made by their migrations and not in the models: the trigram search index (PostgreSQL,
+# migration 0009), the placement index (0010, 0011) and MySQL's column behind it (0011).
+INDEXES_NOT_IN_MODELS = frozenset({"ix_instance_t_name_trgm", "ix_server_t_placement"})
+COLUMNS_NOT_IN_MODELS = frozenset({"placement_load"})
 
 
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
     """Alembic filter: the SQLite archive context table is trigger machinery, and the
-    PostgreSQL-only indexes (trigram search, migration 0009; placement, 0010) are not
-    in the models."""
-    if type_ == "index" and name in POSTGRESQL_ONLY_INDEXES:
+    migrations' own indexes and column are not in the models."""
+    if type_ == "index" and name in INDEXES_NOT_IN_MODELS:
+        return False
+    if type_ == "column" and name in COLUMNS_NOT_IN_MODELS:
         return False
     return not (type_ == "table" and name == SQLITE_CONTEXT_TABLE)

@@ -52,7 +52,12 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         )
         event.listen(engine, "checkin", _mysql_forget_context)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # psycopg prepares a statement on its 5th use, forgets them all at every rollback
+    # (every read-only request ends with one), and then deallocates every prepared
+    # statement of the connection, placement's own included: off.
+    return create_engine(
+        url, pool_pre_ping=True, connect_args={"prepare_threshold": None}, **kwargs
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -19,14 +19,28 @@ One decision is two statements, whatever the cluster's size:
    room left, goes on to the next one in load order; MySQL's locking read reads
    latest versions, where a plain one would read the transaction's REPEATABLE
    READ snapshot). The chosen rows stay locked until the launch commits.
+
+Each type's servers are kept in load order by an index (`ix_server_t_placement`),
+so the choice walks it and stops at the first server of the cluster with room,
+whatever the number of servers. PostgreSQL would still plan the choice anew at
+every execution (1-1.5 ms, most of a decision), so there it is prepared once per
+connection and runs on its generic plan.
+
+Both statements go to the session's connection, not through the ORM: they read
+columns, not objects, and the ORM's handling of a statement costs more than
+running it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     CompoundSelect,
+    Connection,
     Numeric,
     bindparam,
     literal_column,
@@ -93,38 +107,48 @@ _ROW_LOCK_CLUSTER = (
 )
 
 
-def _lock_cluster(session: Session, cluster_id: int, dialect: str) -> PlacedCluster:
-    statement = _WRITE_LOCK_CLUSTER if dialect == "sqlite" else _ROW_LOCK_CLUSTER
-    return PlacedCluster(*session.execute(statement, {"p_cluster": cluster_id}).one())
+def _lock_cluster(connection: Connection, cluster_id: int) -> PlacedCluster:
+    sqlite = connection.dialect.name == "sqlite"
+    statement = _WRITE_LOCK_CLUSTER if sqlite else _ROW_LOCK_CLUSTER
+    return PlacedCluster(*connection.execute(statement, {"p_cluster": cluster_id}).one())
 
 
-# A server's load, as SQL text: PostgreSQL serves the ORDER BY from the expression
-# index of migration 0010 (`ix_server_t_placement`) only when the query's expression
-# is the index's, constants included (a bound parameter would not match).
+# A server's load, as SQL text: PostgreSQL and SQLite serve the ORDER BY from the
+# expression index `ix_server_t_placement` (migrations 0010, 0011) only when the
+# query's expression is the index's, constants included (a bound parameter would not
+# match). MariaDB/MySQL index a generated column holding the same expression (0011).
 LOAD_SQL = (
     "CASE WHEN server_t.max_instances IS NULL THEN 0.0 WHEN server_t.max_instances = 0 "
     "THEN 1.0 ELSE server_t.instance_count * 1.0 / server_t.max_instances END"
 )
-_LOAD = literal_column(LOAD_SQL, Numeric)
+LOAD = {
+    "sqlite": literal_column(LOAD_SQL, Numeric),
+    "postgresql": literal_column(LOAD_SQL, Numeric),
+    "mysql": literal_column("server_t.placement_load", Numeric),
+}
 _HAS_ROOM = or_(Server.max_instances.is_(None), Server.instance_count < Server.max_instances)
 
 
-def _first_of_each_type(dialect: str) -> CompoundSelect[int, str, ServerType]:
+def _first_of_each_type(
+    dialect: str, cluster: ColumnElement[Any] | None = None
+) -> CompoundSelect[int, str, ServerType]:
     """The least loaded server with room of each type: three top-1 scans in one
     statement (cheaper than ranking every candidate), locking what they return
-    where the engine has row locks."""
+    where the engine has row locks. The cluster is the parameter `p_cluster`, or
+    `cluster` (PostgreSQL's prepared form: `$1`)."""
+    cluster = bindparam("p_cluster") if cluster is None else cluster
     parts = []
     for server_type in ServerType:
         first = (
             select(Server.id, Server.name, Server.server_type)
             .join(ClusterServer, ClusterServer.server_id == Server.id)
             .where(
-                ClusterServer.cluster_id == bindparam("p_cluster"),
+                ClusterServer.cluster_id == cluster,
                 Server.server_type == server_type,
                 Server.is_enabled.is_(True),
                 _HAS_ROOM,
             )
-            .order_by(_LOAD, Server.instance_count, Server.name, Server.id)
+            .order_by(LOAD[dialect], Server.instance_count, Server.name, Server.id)
             .limit(1)
         )
         if dialect == "sqlite":  # no ORDER BY/LIMIT in a compound's parts: wrapped
@@ -139,25 +163,49 @@ def _first_of_each_type(dialect: str) -> CompoundSelect[int, str, ServerType]:
 FIRSTS = {dialect: _first_of_each_type(dialect) for dialect in ("sqlite", "postgresql", "mysql")}
 
 
-def _least_loaded(
-    session: Session, cluster_id: int, dialect: str
-) -> dict[ServerType, PlacedServer]:
+PREPARED_CHOICE = "dfe_placement_choice"
+_PREPARE_CHOICE = _first_of_each_type("postgresql", literal_column("$1"))
+
+
+def _prepared_choice(connection: Connection, cluster_id: int) -> Sequence[Any]:
+    """PostgreSQL's choice, prepared on first use by each connection (a prepared
+    statement lives as long as its connection, through commits and rollbacks; the
+    engine keeps psycopg from deallocating it, see `dfe.db.session`)."""
+    known = connection.connection.info  # kept as long as the DBAPI connection
+    if PREPARED_CHOICE not in known:
+        choice = _PREPARE_CHOICE.compile(
+            dialect=connection.dialect, compile_kwargs={"literal_binds": True}
+        )
+        connection.exec_driver_sql(f"PREPARE {PREPARED_CHOICE} (bigint) AS {choice}")
+        known[PREPARED_CHOICE] = True
+    # EXECUTE takes no bound parameters: the id, an int, is written in.
+    return connection.exec_driver_sql(f"EXECUTE {PREPARED_CHOICE}({int(cluster_id)})").all()
+
+
+def _least_loaded(connection: Connection, cluster_id: int) -> dict[ServerType, PlacedServer]:
     """The chosen server of each type (types without one with room are missing)."""
-    statement = FIRSTS.get(dialect, FIRSTS["mysql"])  # "mysql" or "mariadb"
-    rows = session.execute(statement, {"p_cluster": cluster_id})
-    return {row.server_type: PlacedServer(row.id, row.name, row.server_type) for row in rows}
+    dialect = connection.dialect.name
+    rows: Sequence[Any]  # (id, name, server type)
+    if dialect == "postgresql":
+        rows = _prepared_choice(connection, cluster_id)
+    else:
+        statement = FIRSTS.get(dialect, FIRSTS["mysql"])  # "mysql" or "mariadb"
+        rows = connection.execute(statement, {"p_cluster": cluster_id}).all()
+    # By position: EXECUTE's rows come untyped (server_type as text).
+    chosen = (PlacedServer(row[0], row[1], ServerType(row[2])) for row in rows)
+    return {server.server_type: server for server in chosen}
 
 
 def place(session: Session, cluster_id: int) -> Placement:
     """Choose servers for one new instance of the cluster, holding the locks until commit."""
-    dialect = session.get_bind().dialect.name
-    cluster = _lock_cluster(session, cluster_id, dialect)
+    connection = session.connection()
+    cluster = _lock_cluster(connection, cluster_id)
     if cluster.max_instances is not None and cluster.instance_count >= cluster.max_instances:
         raise NoCapacity(
             f"cluster '{cluster.name}' is full ({cluster.instance_count} of "
             f"{cluster.max_instances} instances)"
         )
-    servers = _least_loaded(session, cluster.id, dialect)
+    servers = _least_loaded(connection, cluster.id)
     for server_type in ServerType:
         if server_type not in servers:
             raise NoCapacity(
