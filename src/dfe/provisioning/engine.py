@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from dfe.config import Settings
 from dfe.db.base import utcnow
-from dfe.db.session import Database
+from dfe.db.session import Database, execute_prebuilt
 from dfe.enums import JobKind, JobStatus, OperationalState, ProvisionState, ReadyState
 from dfe.models import Instance, Job, Server, User
 from dfe.provisioning.drivers import DatabaseDriver, driver_for, server_driver
@@ -47,6 +47,8 @@ ACTIVE_STATES = (ProvisionState.CREATED, ProvisionState.PROVISIONING)
 
 # Launch and deprovision requests (in the caller's transaction)
 
+_NAME_TAKEN = select(Instance.id).where(Instance.name == bindparam("p_name"))
+
 
 def launch(session: Session, user: User, name: str, cluster_id: int) -> tuple[Instance, Job]:
     """Place and record a new instance and queue its provisioning job."""
@@ -54,7 +56,7 @@ def launch(session: Session, user: User, name: str, cluster_id: int) -> tuple[In
     problem = instance_name_problem(name)
     if problem:
         raise InvalidInput(f"instance name '{name}' {problem}")
-    if session.scalar(select(Instance.id).where(Instance.name == name)) is not None:
+    if execute_prebuilt(session, _NAME_TAKEN, {"p_name": name}).first() is not None:
         raise Conflict(f"an instance named '{name}' already exists")
     instance_limits.check_instance_limit(session, user)  # first lock: the owner's row
     placement = place(session, cluster_id)
@@ -317,7 +319,8 @@ class JobRunner:
         resources.storage.create_instance_tree(resources.owner_key, work.name)
         self.on_step("activate")
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
-            session.execute(
+            execute_prebuilt(
+                session,
                 _ACTIVATE,
                 {
                     "p_instance": work.instance_id,
@@ -341,10 +344,10 @@ class JobRunner:
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
             # Statements, not the ORM: the archive triggers copy the rows as the DELETE
             # goes, with the end state set just before (the archived row says how it ended).
-            ended = session.execute(
-                _DEPROVISIONED, {"p_instance": work.instance_id, "p_now": utcnow()}
+            ended = execute_prebuilt(
+                session, _DEPROVISIONED, {"p_instance": work.instance_id, "p_now": utcnow()}
             )
-            if ended.rowcount:  # type: ignore[attr-defined]  # else archived by an earlier run
+            if ended.rowcount:  # else archived by an earlier run
                 audit.record(session, "instance.archive", "instance", work.instance_id, work.name)
                 session.execute(_ARCHIVE, {"p_instance": work.instance_id})
             jobs.finish(session, job_id, JobStatus.SUCCEEDED)

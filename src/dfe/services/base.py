@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import inspect, select
+from sqlalchemy import Select, bindparam, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,9 +19,9 @@ def get_by_ref(
     session: Session, model: type[ModelT], ref: str | int, kind: str, key: str = "name"
 ) -> ModelT:
     """The row whose `key` (name, email) is `ref`, else whose id is; NotFound otherwise."""
-    column = getattr(model, key)
     if isinstance(ref, str):
-        found = session.scalars(select(model).where(column == ref.strip().lower())).first()
+        by_key: Select[ModelT] = _by_key(model, key)
+        found = session.scalars(by_key, {"p_ref": ref.strip().lower()}).first()
         if found is not None:
             return found
     if isinstance(ref, int) or is_id(ref):
@@ -28,6 +29,13 @@ def get_by_ref(
         if found is not None:
             return found
     raise NotFound(f"{kind} '{ref}' does not exist")
+
+
+@cache
+def _by_key(model: type[ModelT], key: str) -> Select[ModelT]:
+    """The look-up by `key`, built once per model and key (building and keying a
+    statement costs as much as running it)."""
+    return select(model).where(getattr(model, key) == bindparam("p_ref"))
 
 
 MAX_ID = 2**63 - 1

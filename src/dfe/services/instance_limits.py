@@ -8,10 +8,11 @@ by one user are serialized and never exceed the limit on any engine.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from dfe.config import get_settings
+from dfe.db.session import execute_prebuilt
 from dfe.models import Instance, User
 from dfe.services.errors import DfeError
 
@@ -27,17 +28,21 @@ def effective_limit(user_limit: int | None, default_limit: int) -> int | None:
     return limit or None
 
 
+# A no-op UPDATE takes the row lock (SQLite: the write lock) before anything is read.
+_LOCK_USER = (
+    update(User)
+    .where(User.id == bindparam("p_user"))
+    .values(instance_limit=User.instance_limit)
+    .execution_options(synchronize_session=False)
+)
+_USER_LIMIT = select(User.instance_limit).where(User.id == bindparam("p_user"))
+
+
 def check_instance_limit(session: Session, user: User) -> None:
     """Refuse a new instance for `user` at their limit, holding their row's lock until
     the launching transaction ends. Call it before any other lock of the launch."""
-    # A no-op UPDATE takes the row lock (SQLite: the write lock) before anything is read.
-    session.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(instance_limit=User.instance_limit)
-        .execution_options(synchronize_session=False)
-    )
-    user_limit = session.scalar(select(User.instance_limit).where(User.id == user.id))
+    execute_prebuilt(session, _LOCK_USER, {"p_user": user.id})
+    user_limit = execute_prebuilt(session, _USER_LIMIT, {"p_user": user.id}).scalar()
     limit = effective_limit(user_limit, get_settings().default_instance_limit)
     if limit is None:
         return

@@ -8,12 +8,12 @@ over jobs whose lease ran out (their worker died).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import CursorResult, and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dfe.db.base import utcnow
+from dfe.db.session import execute_prebuilt
 from dfe.enums import JobKind, JobStatus
 from dfe.models import Instance, Job
 from dfe.schemas import JobPublic
@@ -106,16 +106,15 @@ def claim(
     whose lease ran out, can be taken. True if this caller has it now."""
     now = utcnow()
     values = {"p_job": job_id, "p_now": now, "p_until": now + lease}
-    taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        _CLAIM, {**values, "p_step": step, "p_progress": progress}
-    )
+    taken = execute_prebuilt(session, _CLAIM, {**values, "p_step": step, "p_progress": progress})
     return bool(taken.rowcount)
 
 
 def advance(session: Session, job_id: int, step: str, progress: int, lease: timedelta) -> None:
     """Record a running job's step and renew its lease (one UPDATE)."""
     now = utcnow()
-    session.execute(
+    execute_prebuilt(
+        session,
         _ADVANCE,
         {
             "p_job": job_id,
@@ -138,7 +137,8 @@ def finish(
 ) -> None:
     """End a job (one UPDATE): succeeded (step "done", progress 100), or failed with
     `message` at the `step` and `progress` where it stopped. Every job ends here."""
-    session.execute(
+    execute_prebuilt(
+        session,
         _FINISH,
         {
             "p_job": job_id,

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from dfe.auth import tokens
@@ -31,7 +31,7 @@ from dfe.auth.signatures import (
     verify_request,
 )
 from dfe.config import Settings
-from dfe.db.session import ACTOR, Database
+from dfe.db.session import ACTOR, Database, execute_prebuilt
 from dfe.enums import OwnerType
 from dfe.models import AppKey, ServiceUser, User
 from dfe.services import keys
@@ -104,7 +104,7 @@ class _KeyRow:
     last_used_at: datetime | None
 
 
-_KEY_COLUMNS = select(
+_USABLE_KEY = select(
     AppKey.id,
     AppKey.client_id,
     AppKey.client_secret,
@@ -120,11 +120,11 @@ _KEY_COLUMNS = select(
     AppKey.label,
     AppKey.expires_at,
     AppKey.last_used_at,
-)
+).where(AppKey.client_id == bindparam("p_client"))
 
 
 def _usable_key(session: Session, client_id: str) -> _KeyRow | None:
-    row = session.execute(_KEY_COLUMNS.where(AppKey.client_id == client_id)).first()
+    row = execute_prebuilt(session, _USABLE_KEY, {"p_client": client_id}).first()
     if row is None:
         return None
     key = _KeyRow(*row)
