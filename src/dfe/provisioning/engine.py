@@ -88,6 +88,9 @@ def request_deprovision(session: Session, ref: str | int) -> Job:
 # Running jobs (in the worker: three short transactions per job)
 
 
+_SERVERS = select(Server).where(Server.id.in_(bindparam("p_ids", expanding=True)))
+
+
 @dataclass
 class Resources:
     """Where an instance's database and files live."""
@@ -100,8 +103,8 @@ class Resources:
 
     @classmethod
     def of(cls, session: Session, instance: Instance) -> Resources:
-        wanted = {instance.db_server_id, instance.web_server_id}
-        servers = {s.id: s for s in session.scalars(select(Server).where(Server.id.in_(wanted)))}
+        wanted = [instance.db_server_id, instance.web_server_id]
+        servers = {s.id: s for s in session.scalars(_SERVERS, {"p_ids": wanted})}
         db_server, web_server = servers[instance.db_server_id], servers[instance.web_server_id]
         if web_server.mount is None:
             raise ProvisioningError(f"web server '{web_server.name}' has no mount for storage")

@@ -11,9 +11,10 @@ import json
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, defer
 
 from dfe.db.base import utcnow
@@ -76,19 +77,32 @@ _SERVER_NAMES = [
 ]
 
 
+@cache
+def _live_status(by_owner: bool, by_id: bool) -> Select[Any]:
+    """`find_instance`'s query of live instances, built once per scope (building and
+    keying it cost as much as running it)."""
+    query = (
+        select(Instance)
+        .add_columns(*_SERVER_NAMES)
+        .where(Instance.name == bindparam("p_name"))
+        # The view shows no secret: spare their decryption.
+        .options(defer(Instance.db_password), defer(Instance.api_key))
+    )
+    if by_owner:
+        query = query.where(Instance.user_id == bindparam("p_owner"))
+    if by_id:
+        query = query.where(Instance.id == bindparam("p_only"))
+    return query
+
+
 def find_instance(
     session: Session, name: str, owner_id: int | None = None, only_id: int | None = None
 ) -> InstancePublic:
     """The status of a live or archived instance the caller may see; NotFound otherwise
     (also for someone else's instance: its existence is not revealed)."""
     name = name.strip().lower()
-    found = session.execute(
-        instance_query(owner_id, only_id)
-        .add_columns(*_SERVER_NAMES)
-        .where(Instance.name == name)
-        # The view shows no secret: spare their decryption.
-        .options(defer(Instance.db_password), defer(Instance.api_key))
-    ).first()
+    scope = {"p_name": name, "p_owner": owner_id, "p_only": only_id}
+    found = session.execute(_live_status(owner_id is not None, only_id is not None), scope).first()
     if found is not None:
         live, *names = found
         server_ids = (live.db_server_id, live.web_server_id, live.app_server_id)
