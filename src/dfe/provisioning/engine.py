@@ -152,6 +152,14 @@ FIRST_STEP = ("database", 20)  # of provisioning and deprovisioning alike; set b
 SNAPSHOT_KINDS = (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE)
 
 
+# A claimed provisioning's instance (its object is not read again in that transaction).
+_PROVISIONING = (
+    update(Instance)
+    .where(Instance.id == bindparam("p_instance"))
+    .values(provision_state=ProvisionState.PROVISIONING, state_changed_at=bindparam("p_now"))
+    .execution_options(synchronize_session=False)
+)
+
 # The last step of a provisioning, built once: where the database is, and live.
 _ACTIVATE = (
     update(Instance)
@@ -290,8 +298,7 @@ class JobRunner:
             work.problem = error
             return work
         if job.kind is JobKind.PROVISION:
-            instance.provision_state = ProvisionState.PROVISIONING
-            instance.state_changed_at = utcnow()
+            execute_prebuilt(session, _PROVISIONING, {"p_instance": instance.id, "p_now": utcnow()})
             if instance.db_password is None:  # recorded before passwords came at insert
                 instance.db_password = generate_password()
             if instance.api_key is None:  # an instance recorded before keys existed
