@@ -1,7 +1,7 @@
 """Benchmark: provisioning end to end against the raw work it does, and placement.
 
-    .venv/bin/python bench/provision.py [--instances 200] [--pg-instances 30]
-                                        [--placements 300] [--rounds 3] [--threads 2]
+    .venv/bin/python bench/provision.py [--instances 150] [--pg-instances 30]
+                                        [--placements 300] [--rounds 5] [--threads 2]
                                         [--workers 1,2] [--skip-embedded]
                                         [--skip-postgresql] [--skip-placement]
 
@@ -13,7 +13,8 @@
    runs them), each answer checked to be 202 with a succeeded job; against the raw
    floor: the same file, directory and row work in a plain loop in this process (the
    rows through the service functions in one transaction, the SQLite file with os.open,
-   the tree with LocalStorage).
+   the tree with LocalStorage, the owner's "instance ready" mail into the outbox with
+   the engine's own notification function).
 2. PostgreSQL: a provision + deprovision cycle through the engine (launch, JobRunner,
    request_deprovision, JobRunner; SQLite Console database; each job claimed in the
    transaction that records it, as the Console's in-process queue does) against a loop of bare
@@ -68,7 +69,7 @@ from dfe.provisioning.drivers.sqlite import SUFFIX
 from dfe.provisioning.engine import JobRunner, launch, request_deprovision
 from dfe.provisioning.placement import place
 from dfe.schemas import ClusterCreate, ServerCreate, ServiceUserCreate, UserCreate
-from dfe.services import identity, infrastructure, jobs, setup
+from dfe.services import identity, infrastructure, jobs, notifications, setup
 from dfe.services.instances import create_instance_record
 
 PASSWORD = "bench-password-1"
@@ -148,7 +149,7 @@ def api_round(base: str, auth: AppKeyAuth, names: list[str], threads: int) -> fl
 
 
 def floor_round(settings: Settings, names: list[str]) -> float:
-    """The same rows, file and tree, in a plain loop; instances/s."""
+    """The same rows, file, tree and mail, in a plain loop; instances/s."""
     database = open_database(settings)
     with database.session() as session:
         user = identity.get_user(session, OWNER)
@@ -169,6 +170,9 @@ def floor_round(settings: Settings, names: list[str]) -> float:
             jobs.finish(session, job.id, JobStatus.SUCCEEDED)
         os.close(os.open(directory / f"{database_name}{SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o640))
         storage.create_instance_tree(owner_key, name)
+        notifications.instance_finished(
+            settings, to=OWNER, name=name, host=f"{name}.{cluster.subdomain}", error=None
+        )
     elapsed = time.perf_counter() - started
     database.dispose()
     return len(names) / elapsed
@@ -453,10 +457,10 @@ def report_placement(label: str, url: str | None, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=200, help="per round, embedded")
+    parser.add_argument("--instances", type=int, default=150, help="per round, embedded")
     parser.add_argument("--pg-instances", type=int, default=30, help="PostgreSQL cycles")
     parser.add_argument("--placements", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3, help="embedded rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="embedded rounds")
     parser.add_argument("--threads", type=int, default=2, help="client connections")
     parser.add_argument(
         "--workers",
@@ -482,7 +486,7 @@ def main() -> None:
                 f"process(es), {args.threads} connections, jobs inline): {api:7.1f} instances/s"
             )
             print(
-                "   raw floor (rows, SQLite file, storage tree; plain loop, one process): "
+                "   raw floor (rows, SQLite file, storage tree, mail; plain loop, one process): "
                 f"{floor:7.1f} instances/s"
             )
             print(f"   ratio API/floor: {api / floor:.2f} (aim: >= 0.50; and >= 100 instances/s)")
