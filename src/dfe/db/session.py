@@ -152,9 +152,9 @@ def execute_prebuilt(
 ) -> CursorResult[*tuple[Any, ...]]:
     """Run a statement built once at import (columns, not objects) on the session's
     connection. Through `session.execute` the ORM would copy and re-key it at every
-    call, which costs twice what running it does. Pending changes are flushed first,
-    as the ORM would. Not for a DELETE of archived rows: the ORM's execution sets
-    their archive context (`_around_bulk_delete`)."""
+    call, two to three times the cost of running it. Pending changes are flushed
+    first, as the ORM would. Not for a DELETE of archived rows: the ORM's execution
+    sets their archive context (`_around_bulk_delete`)."""
     session.flush()
     return session.connection().execute(statement, params)
 
