@@ -8,6 +8,7 @@ the job ids. SQLite serializes the writes; PostgreSQL and MariaDB lock rows.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +24,10 @@ from dfe.console.app import create_app
 from dfe.db.session import Database
 from dfe.enums import ServerType
 from dfe.models import Cluster, Instance, Job, Server
-from dfe.provisioning import engine
+from dfe.provisioning import engine, placement
 from dfe.provisioning.placement import NoCapacity
 from dfe.schemas import ClusterCreate, MountCreate, ServerCreate, UserCreate
-from dfe.services import identity, infrastructure
+from dfe.services import identity, infrastructure, instances
 from dfe.services.errors import Conflict
 
 PASSWORD = "a-long-enough-password"
@@ -268,4 +269,60 @@ def test_a_server_shared_by_two_clusters_is_not_filled_twice(db, tmp_path):
             ).all()
         )
     assert placed == {"first": "db-0", "second": "db-1"}
+    assert_counters_exact(db)
+
+
+def wait_until_the_deletion_waits(db, timeout: float = 10) -> None:
+    """Until the deletion's counter trigger waits for the cluster's row (on SQLite,
+    which locks the whole database, a moment for the other thread to reach that lock).
+    MariaDB shows this wait as a statement in progress, not as an InnoDB lock wait."""
+    if db.dialect == "sqlite":
+        time.sleep(0.3)
+        return
+    query = {
+        "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        "mysql": "SELECT count(*) FROM information_schema.processlist"
+        " WHERE INSTR(info, 'UPDATE cluster_t SET instance_count') = 1",
+    }[db.dialect]
+    deadline = time.monotonic() + timeout
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        while connection.exec_driver_sql(query).scalar() == 0:
+            assert time.monotonic() < deadline, "the deletion never waited for the cluster"
+            time.sleep(0.02)
+
+
+def test_a_launch_and_a_deletion_in_its_cluster_wait_for_each_other_without_deadlock(db, tmp_path):
+    """A launch locks its cluster's row, then the servers it chooses (db, web, app); the
+    counter triggers of a deleted instance of that cluster take the same rows in the
+    same order. So the deletion waits for the launch, and both go through (taking the
+    servers first, PostgreSQL and MariaDB broke the cycle by failing one of them)."""
+    build_cluster(db, tmp_path)
+    assert engine_launch(db, "victim") == "ok"
+    launch = db.session(actor="test")
+    failures: list[Exception] = []
+
+    def delete_victim() -> None:
+        try:
+            with db.transaction(actor="test") as s:
+                instances.delete_instance_record(s, "victim")
+        except Exception as error:
+            failures.append(error)
+
+    deletion = threading.Thread(target=delete_victim)
+    try:
+        cluster_id = infrastructure.get_cluster(launch, "local").id
+        launch.rollback()  # the launch's transaction starts with its cluster's lock:
+        connection = launch.connection()
+        placement._lock_cluster(connection, cluster_id)
+        deletion.start()
+        wait_until_the_deletion_waits(db)
+        chosen = placement._least_loaded(connection, cluster_id)  # ...then its servers
+        launch.commit()
+    finally:
+        launch.close()
+    deletion.join(timeout=60)
+    assert not deletion.is_alive()
+    assert failures == []
+    assert set(chosen) == set(ServerType)
+    assert [i.name for i in live_instances(db)] == []
     assert_counters_exact(db)

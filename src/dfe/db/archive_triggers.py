@@ -146,6 +146,15 @@ def _sqlite_foreign_key_triggers() -> dict[str, str]:
 # Instance counters: server_t and cluster_t count their live instances, so placement
 # reads one row instead of counting, and the counts hold by every path (plain SQL too).
 _COUNTED = {"insert": ("AFTER INSERT", "NEW", "+"), "delete": ("AFTER DELETE", "OLD", "-")}
+# The rows are updated (locked) in placement's order: the cluster, then the db, web and
+# app server. In another order, a launch and a deletion could each hold a row the other
+# waits for (PostgreSQL and MariaDB would then fail one of them as a deadlock).
+_COUNTED_ROWS = (
+    ("cluster_t", "cluster_id"),
+    ("server_t", "db_server_id"),
+    ("server_t", "web_server_id"),
+    ("server_t", "app_server_id"),
+)
 
 
 def _counter_triggers(dialect: str) -> dict[str, list[str]]:
@@ -153,11 +162,10 @@ def _counter_triggers(dialect: str) -> dict[str, list[str]]:
     triggers = {}
     for event, (timing, row, sign) in _COUNTED.items():
         name = f"dfe_count_instance_t_{event}"
-        body = (
-            f"UPDATE server_t SET instance_count = instance_count {sign} 1 WHERE id IN "
-            f"({row}.db_server_id, {row}.web_server_id, {row}.app_server_id);\n  "
-            f"UPDATE cluster_t SET instance_count = instance_count {sign} 1 "
-            f"WHERE id = {row}.cluster_id;"
+        body = "\n  ".join(
+            f"UPDATE {table} SET instance_count = instance_count {sign} 1 "
+            f"WHERE id = {row}.{column};"
+            for table, column in _COUNTED_ROWS
         )
         if dialect == "postgresql":
             triggers[name] = [

@@ -17,6 +17,11 @@ decision. Now they have the index too:
   models: nothing writes it, and `dfe db check` ignores it, as it ignores the index.
   Its DECIMAL keeps every digit of the expression's value (MariaDB computes it
   with 5 decimals).
+
+The same release changed the instance counter triggers to lock the cluster's row
+before the servers', placement's own order (a launch and a deletion in one cluster
+could deadlock). Every `dfe db upgrade` reinstalls the triggers, this one included,
+so reaching this revision also puts the new triggers in place.
 """
 
 from collections.abc import Sequence
