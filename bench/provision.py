@@ -15,6 +15,8 @@
    rows through the service functions in one transaction, the SQLite file with os.open,
    the tree with LocalStorage, the owner's "instance ready" mail into the outbox with
    the engine's own notification function).
+   For scale, the same server then answers signed GET /api/v1/jobs/1: what any
+   signed request costs, the launch's included.
 2. PostgreSQL: a provision + deprovision cycle through the engine (launch, JobRunner,
    request_deprovision, JobRunner; SQLite Console database; each job claimed in the
    transaction that records it, as the Console's in-process queue does) against a loop of bare
@@ -178,7 +180,29 @@ def floor_round(settings: Settings, names: list[str]) -> float:
     return len(names) / elapsed
 
 
-def bench_embedded(count: int, rounds: int, threads: int, workers: int) -> tuple[float, float]:
+def signed_get_round(base: str, auth: AppKeyAuth, count: int, threads: int) -> float:
+    """Signed GET /api/v1/jobs/1 from `threads` connections, `count` in all; requests/s:
+    the price of any signed request, for reading the launch's."""
+
+    def worker(times: int) -> None:
+        with httpx2.Client(base_url=base, auth=auth, timeout=60) as client:
+            for _ in range(times):
+                response = client.get("/api/v1/jobs/1")
+                if response.status_code != 200:
+                    raise SystemExit(f"GET /api/v1/jobs/1: {response.status_code}")
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(count // threads,)) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return (count // threads) * threads / (time.perf_counter() - started)
+
+
+def bench_embedded(
+    count: int, rounds: int, threads: int, workers: int
+) -> tuple[float, float, float]:
     with (
         tempfile.TemporaryDirectory(prefix="dfe-bench-api-") as api_dir,
         tempfile.TemporaryDirectory(prefix="dfe-bench-floor-") as floor_dir,
@@ -196,10 +220,11 @@ def bench_embedded(count: int, rounds: int, threads: int, workers: int) -> tuple
                 names = [f"r{r}i{n:05d}" for n in range(count)]
                 api_rates.append(api_round(base, auth, names, threads))
                 floor_rates.append(floor_round(floor_settings, names))
+            signed = max(signed_get_round(base, auth, count, threads) for _ in range(2))
         finally:
             server.terminate()
             server.wait()
-    return max(api_rates), max(floor_rates)
+    return max(api_rates), max(floor_rates), signed
 
 
 # PostgreSQL
@@ -480,7 +505,7 @@ def main() -> None:
     if not args.skip_embedded:
         print(f"1. embedded default, {args.rounds} rounds of {args.instances} instances (best):")
         for workers in args.workers:
-            api, floor = bench_embedded(args.instances, args.rounds, args.threads, workers)
+            api, floor, signed = bench_embedded(args.instances, args.rounds, args.threads, workers)
             print(
                 f"   signed API (POST /api/v1/instances over HTTP to uvicorn, {workers} Console "
                 f"process(es), {args.threads} connections, jobs inline): {api:7.1f} instances/s"
@@ -490,6 +515,10 @@ def main() -> None:
                 f"{floor:7.1f} instances/s"
             )
             print(f"   ratio API/floor: {api / floor:.2f} (aim: >= 0.50; and >= 100 instances/s)")
+            print(
+                f"   for scale: a signed GET /api/v1/jobs/1 on the same server: {signed:7.1f}/s"
+                " (any signed request's price, in every launch)"
+            )
 
     print(
         f"2. PostgreSQL instance databases, {args.pg_instances} provision + deprovision cycles"
