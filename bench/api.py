@@ -18,11 +18,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx2
+from _threads import timed_threads
 
 from dfe.auth.signatures import verify_request
 from dfe.config import Settings
@@ -105,13 +105,7 @@ def run_round(base: str, headers: list[dict[str, str]], threads: int) -> float:
                 if response.status_code != 200:
                     errors.append(f"{response.status_code} {response.text[:200]}")
 
-    started = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(chunk,)) for chunk in chunks]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed_threads(worker, chunks)
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, first: {errors[0]}")
     return len(headers) / elapsed

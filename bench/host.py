@@ -26,11 +26,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx2
+from _threads import timed_threads
 
 from dfe.config import Settings
 from dfe.db.migrate import upgrade
@@ -132,13 +132,7 @@ def run_round(
                 elif limited and "ratelimit-remaining" not in response.headers:
                     errors.append("no RateLimit headers: the limits were not enforced")
 
-    started = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(count // threads,)) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed_threads(worker, [count // threads] * threads)
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, first: {errors[0]}")
     return (count // threads * threads) / elapsed

@@ -46,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import suppress
@@ -56,6 +55,7 @@ import httpx2
 import psycopg
 import pymysql
 import structlog
+from _threads import timed_threads
 from psycopg import sql
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
@@ -138,13 +138,7 @@ def api_round(base: str, auth: AppKeyAuth, names: list[str], threads: int) -> fl
                 if response.status_code != 202 or response.json()["job"]["status"] != "succeeded":
                     errors.append(f"{response.status_code} {response.text[:300]}")
 
-    started = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(chunk,)) for chunk in chunks]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed_threads(worker, chunks)
     if errors:
         raise SystemExit(f"{len(errors)} launches failed, first: {errors[0]}")
     return len(names) / elapsed
@@ -191,13 +185,7 @@ def signed_get_round(base: str, auth: AppKeyAuth, count: int, threads: int) -> f
                 if response.status_code != 200:
                     raise SystemExit(f"GET /api/v1/jobs/1: {response.status_code}")
 
-    started = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(count // threads,)) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return (count // threads) * threads / (time.perf_counter() - started)
+    return (count // threads) * threads / timed_threads(worker, [count // threads] * threads)
 
 
 def bench_embedded(
