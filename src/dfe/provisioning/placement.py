@@ -160,9 +160,8 @@ def _first_of_each_type(
     return union_all(*parts)
 
 
-FIRSTS = {dialect: _first_of_each_type(dialect) for dialect in ("sqlite", "postgresql", "mysql")}
-
-
+FIRSTS = {dialect: _first_of_each_type(dialect) for dialect in ("sqlite", "mysql")}
+# PostgreSQL's form, prepared with the cluster as its parameter $1.
 PREPARED_CHOICE = "dfe_placement_choice"
 _PREPARE_CHOICE = _first_of_each_type("postgresql", literal_column("$1"))
 
@@ -198,6 +197,7 @@ def _least_loaded(connection: Connection, cluster_id: int) -> dict[ServerType, P
 
 def place(session: Session, cluster_id: int) -> Placement:
     """Choose servers for one new instance of the cluster, holding the locks until commit."""
+    session.flush()  # as the ORM would before a query: the counters must count what is pending
     connection = session.connection()
     cluster = _lock_cluster(connection, cluster_id)
     if cluster.max_instances is not None and cluster.instance_count >= cluster.max_instances:
