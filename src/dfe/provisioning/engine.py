@@ -152,11 +152,12 @@ FIRST_STEP = ("database", 20)  # of provisioning and deprovisioning alike; set b
 SNAPSHOT_KINDS = (JobKind.EXPORT, JobKind.IMPORT, JobKind.MOVE)
 
 
-# A claimed provisioning's instance (its object is not read again in that transaction).
-_PROVISIONING = (
+# An instance's new provisioning state: a claimed provisioning's (its object is not read
+# again in that transaction), a failed job's, and the one an archived instance keeps.
+_SET_STATE = (
     update(Instance)
     .where(Instance.id == bindparam("p_instance"))
-    .values(provision_state=ProvisionState.PROVISIONING, state_changed_at=bindparam("p_now"))
+    .values(provision_state=bindparam("p_state"), state_changed_at=bindparam("p_now"))
     .execution_options(synchronize_session=False)
 )
 
@@ -177,18 +178,20 @@ _ACTIVATE = (
     .execution_options(synchronize_session=False)
 )
 
-# The end of a deprovisioning: the state the archived row keeps, then the row's removal.
-_DEPROVISIONED = (
-    update(Instance)
-    .where(Instance.id == bindparam("p_instance"))
-    .values(provision_state=ProvisionState.DEPROVISIONED, state_changed_at=bindparam("p_now"))
-    .execution_options(synchronize_session=False)
-)
+# The end of a deprovisioning: the row's removal (the archive triggers copy it).
 _ARCHIVE = (
     delete(Instance)
     .where(Instance.id == bindparam("p_instance"))
     .execution_options(synchronize_session=False)
 )
+
+
+def _set_state(session: Session, instance_id: int | None, state: ProvisionState) -> bool:
+    """Record an instance's provisioning state; False if the instance is gone."""
+    changed = execute_prebuilt(
+        session, _SET_STATE, {"p_instance": instance_id, "p_state": state, "p_now": utcnow()}
+    )
+    return bool(changed.rowcount)
 
 
 @dataclass
@@ -298,7 +301,7 @@ class JobRunner:
             work.problem = error
             return work
         if job.kind is JobKind.PROVISION:
-            execute_prebuilt(session, _PROVISIONING, {"p_instance": instance.id, "p_now": utcnow()})
+            _set_state(session, instance.id, ProvisionState.PROVISIONING)
             if instance.db_password is None:  # recorded before passwords came at insert
                 instance.db_password = generate_password()
             if instance.api_key is None:  # an instance recorded before keys existed
@@ -354,10 +357,8 @@ class JobRunner:
         with self.database.transaction(actor=f"worker:job {job_id}") as session:
             # Statements, not the ORM: the archive triggers copy the rows as the DELETE
             # goes, with the end state set just before (the archived row says how it ended).
-            ended = execute_prebuilt(
-                session, _DEPROVISIONED, {"p_instance": work.instance_id, "p_now": utcnow()}
-            )
-            if ended.rowcount:  # else archived by an earlier run
+            ended = _set_state(session, work.instance_id, ProvisionState.DEPROVISIONED)
+            if ended:  # else archived by an earlier run
                 audit.record(session, "instance.archive", "instance", work.instance_id, work.name)
                 session.execute(_ARCHIVE, {"p_instance": work.instance_id})
             jobs.finish(session, job_id, JobStatus.SUCCEEDED)
@@ -382,17 +383,12 @@ class JobRunner:
                 recorded = jobs.get_job(session, job_id)
                 work.step, work.progress = recorded.step or work.step, recorded.progress
             if work.instance_id is not None and work.kind not in SNAPSHOT_KINDS:
-                session.execute(
-                    update(Instance)
-                    .where(Instance.id == work.instance_id)
-                    .values(
-                        provision_state=ProvisionState.PROVISIONING_ERROR
-                        if work.kind is JobKind.PROVISION
-                        else ProvisionState.DEPROVISIONING_ERROR,
-                        state_changed_at=utcnow(),
-                    )
-                    .execution_options(synchronize_session=False)
+                failed = (
+                    ProvisionState.PROVISIONING_ERROR
+                    if work.kind is JobKind.PROVISION
+                    else ProvisionState.DEPROVISIONING_ERROR
                 )
+                _set_state(session, work.instance_id, failed)
             detail = message if undo_error is None else f"{message}; undo failed: {undo_error}"
             jobs.finish(
                 session, job_id, JobStatus.FAILED, detail, step=work.step, progress=work.progress
