@@ -397,6 +397,44 @@ def test_the_replay_cache_is_shared_through_redis(console, db, tmp_path):
     assert (replay.status_code, replay.json()["code"]) == (401, "replayed")
 
 
+def test_the_replay_cache_is_shared_through_the_database(console, db, tmp_path):
+    """Without Redis, two Console processes on one database refuse each other's nonces."""
+    from fastapi.testclient import TestClient
+
+    from dfe.config import Settings
+    from dfe.console.app import create_app
+
+    first, second = (
+        TestClient(create_app(Settings(data_dir=tmp_path), db), base_url="http://console.test")
+        for _ in range(2)
+    )
+    headers = _signed_headers(console, "http://console.test/api/v1/clusters")
+    assert first.get("/api/v1/clusters", headers=headers).status_code == 200
+    replay = second.get("/api/v1/clusters", headers=headers)
+    assert (replay.status_code, replay.json()["code"]) == (401, "replayed")
+
+
+def test_expired_nonces_are_purged_and_live_ones_kept(console, db, monkeypatch):
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from dfe.auth import nonces
+    from dfe.db.base import utcnow
+    from dfe.models import SeenNonce
+
+    monkeypatch.setattr(nonces, "PURGE_EVERY", 2)
+    with db.transaction(actor="test") as session:
+        for nonce, age in (("expired", 1), ("live", -60)):
+            expiry = utcnow() - timedelta(seconds=age)
+            session.add(SeenNonce(client_id="someone", nonce=nonce * 4, expires_at=expiry))
+    for _ in range(2):
+        assert console.client.get("/api/v1/clusters").status_code == 200
+    with db.session() as session:
+        kept = session.scalars(select(SeenNonce.nonce).where(SeenNonce.client_id == "someone"))
+        assert list(kept) == ["livelivelivelive"]
+
+
 def test_instance_lists_filter_by_owner_cluster_and_state(console, db):
     estate(console.client)
     for email in ("ann@example.com", "bob@example.com"):

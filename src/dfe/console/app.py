@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
-    app.state.nonces = nonce_store(database, settings.redis_url)
+    app.state.nonces = nonce_store(settings.redis_url)
     app.state.dispatcher = dispatcher_for(database, settings)
     problems.install(app)
     app.include_router(health, prefix=API_PREFIX)

@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import Row, Select, bindparam, select
+from sqlalchemy.orm import Session
 
 from dfe.db.base import utcnow
+from dfe.db.session import execute_prebuilt
 from dfe.enums import ProvisionState
 from dfe.models import (
     ARCHIVED_TABLES,
@@ -70,24 +71,47 @@ def instance_query(owner_id: int | None = None, only_id: int | None = None) -> S
     return query
 
 
-# The names of an instance's three servers, in the instance's own query.
-_SERVER_NAMES = [
-    select(Server.name).where(Server.id == column).scalar_subquery()
-    for column in (Instance.db_server_id, Instance.web_server_id, Instance.app_server_id)
-]
+# An instance's public view as plain columns, labelled as InstancePublic's fields (and the
+# cluster's subdomain, for the host): no instance, owner or cluster object is loaded.
+_VIEW = (
+    select(
+        Instance.id,
+        Instance.name,
+        Cluster.subdomain,
+        User.email.label("owner"),
+        Cluster.name.label("cluster"),
+        *(
+            select(Server.name).where(Server.id == column).scalar_subquery().label(label)
+            for label, column in (
+                ("db_server", Instance.db_server_id),
+                ("web_server", Instance.web_server_id),
+                ("app_server", Instance.app_server_id),
+            )
+        ),
+        Instance.provision_state,
+        Instance.ready_state,
+        Instance.operational_state,
+        Instance.state_changed_at,
+        Instance.created_at,
+        Instance.updated_at,
+    )
+    .select_from(Instance)
+    .join(User, User.id == Instance.user_id)
+    .join(Cluster, Cluster.id == Instance.cluster_id)
+)
+
+
+def _view_public(row: Row[Any]) -> InstancePublic:
+    view = dict(row._mapping)
+    view["host"] = f"{view['name']}.{view.pop('subdomain')}"
+    return InstancePublic(**view)
 
 
 @cache
-def _live_status(by_owner: bool, by_id: bool) -> Select[Any]:
+def _live_view(by_owner: bool, by_id: bool) -> Select[Any]:
     """`find_instance`'s query of live instances, built once per scope (building and
     keying it cost as much as running it)."""
-    query = (
-        select(Instance)
-        .add_columns(*_SERVER_NAMES)
-        .where(Instance.name == bindparam("p_name"))
-        # The view shows no secret: spare their decryption.
-        .options(defer(Instance.db_password), defer(Instance.api_key))
-    )
+    query = _VIEW.where(Instance.name == bindparam("p_name"))
     if by_owner:
         query = query.where(Instance.user_id == bindparam("p_owner"))
     if by_id:
@@ -102,11 +126,10 @@ def find_instance(
     (also for someone else's instance: its existence is not revealed)."""
     name = name.strip().lower()
     scope = {"p_name": name, "p_owner": owner_id, "p_only": only_id}
-    found = session.execute(_live_status(owner_id is not None, only_id is not None), scope).first()
-    if found is not None:
-        live, *names = found
-        server_ids = (live.db_server_id, live.web_server_id, live.app_server_id)
-        return _public(live, dict(zip(server_ids, names, strict=True)))
+    query = _live_view(owner_id is not None, only_id is not None)
+    live = execute_prebuilt(session, query, scope).first()
+    if live is not None:
+        return _view_public(live)
     archive = ARCHIVED_TABLES[Instance.__table__]  # type: ignore[index]
     # The names of its owner, cluster and servers, which may be archived too (then "#id").
     names = [
@@ -247,34 +270,16 @@ def host_of(instance: Instance) -> str:
 
 
 def instance_publics(session: Session, rows: Sequence[Instance]) -> list[InstancePublic]:
-    """Public views of many instances, their servers' names fetched in one query."""
-    ids = {i.db_server_id for i in rows} | {i.web_server_id for i in rows}
-    ids |= {i.app_server_id for i in rows}
-    names = dict(session.execute(select(Server.id, Server.name).where(Server.id.in_(ids))).all())
-    return [_public(instance, names) for instance in rows]
+    """Public views of many instances, in one query."""
+    if not rows:
+        return []
+    query = _VIEW.where(Instance.id.in_([instance.id for instance in rows]))
+    views = {row.id: _view_public(row) for row in session.execute(query)}
+    return [views[instance.id] for instance in rows]
 
 
 def instance_public(session: Session, instance: Instance) -> InstancePublic:
     return instance_publics(session, [instance])[0]
-
-
-def _public(instance: Instance, servers: dict[int, str]) -> InstancePublic:
-    return InstancePublic(
-        id=instance.id,
-        name=instance.name,
-        host=host_of(instance),
-        owner=instance.user.email,
-        cluster=instance.cluster.name,
-        db_server=servers[instance.db_server_id],
-        web_server=servers[instance.web_server_id],
-        app_server=servers[instance.app_server_id],
-        provision_state=instance.provision_state,
-        ready_state=instance.ready_state,
-        operational_state=instance.operational_state,
-        state_changed_at=instance.state_changed_at,
-        created_at=instance.created_at,
-        updated_at=instance.updated_at,
-    )
 
 
 # The web tier's view: an instance's config, the change feed, the runtime API key

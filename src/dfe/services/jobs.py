@@ -42,6 +42,21 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
+# A job's public view and its owner, as plain columns (no job object is loaded).
+_VIEW = select(Job.user_id, *(getattr(Job, field) for field in JobPublic.model_fields)).where(
+    Job.id == bindparam("p_job")
+)
+
+
+def job_public(session: Session, job_id: int, owner_id: int | None = None) -> JobPublic:
+    """A job's progress; NotFound if there is no such job or, with `owner_id`, if it
+    belongs to someone else (its existence is not revealed)."""
+    row = execute_prebuilt(session, _VIEW, {"p_job": job_id}).first()
+    if row is None or (owner_id is not None and row.user_id != owner_id):
+        raise NotFound(f"job {job_id} does not exist")
+    return JobPublic.model_validate(row)
+
+
 def list_jobs(session: Session, *, limit: int = 50, status: JobStatus | None = None) -> list[Job]:
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if status is not None:

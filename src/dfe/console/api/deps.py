@@ -21,11 +21,11 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from dfe.auth import tokens
+from dfe.auth.nonces import ConsoleNonceStore
 from dfe.auth.permissions import Action, allowed
 from dfe.auth.principals import Principal
 from dfe.auth.signatures import (
     USER_TOKEN_HEADER,
-    NonceStore,
     SignatureError,
     UnknownKeyError,
     verify_request,
@@ -144,15 +144,13 @@ def authenticate(
 
     def resolve_secret(client_id: str) -> str | None:
         key = _usable_key(session, client_id)
-        # Give the connection back before the nonce store takes one: a request must
-        # never hold one connection while waiting for a second (pool exhaustion).
-        session.rollback()
         if key is None:
             return None
         found[client_id] = key
         return key.client_secret
 
-    nonces: NonceStore = request.app.state.nonces
+    # Through this session: its connection looked up the key, and records the nonce.
+    nonces: ConsoleNonceStore = request.app.state.nonces
     try:
         verified = verify_request(
             request.method,
@@ -160,7 +158,7 @@ def authenticate(
             request.headers,
             body,
             resolve_secret=resolve_secret,
-            nonces=nonces,
+            nonces=nonces.in_session(session),
         )
     except UnknownKeyError as error:
         raise SignatureProblem(error.code, "unknown, revoked or expired key") from None

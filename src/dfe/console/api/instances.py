@@ -23,7 +23,7 @@ from dfe.schemas import (
 )
 from dfe.services import identity, infrastructure, instances, jobs
 from dfe.services.base import MAX_ID
-from dfe.services.errors import Forbidden, InvalidInput, NotFound
+from dfe.services.errors import Forbidden, InvalidInput
 from dfe.services.listing import ListQuery, paginate
 
 router = APIRouter(tags=["instances"])
@@ -201,10 +201,8 @@ def _start(request: Request, session: SessionDep, job: Job, name: str) -> Instan
     job_id = job.id  # read before expire_all: no reload
     session.commit()
     dispatcher.dispatch(job_id, claimed)
-    session.expire_all()
     return InstanceLaunched(
-        instance=instances.find_instance(session, name),
-        job=JobPublic.model_validate(jobs.get_job(session, job_id)),
+        instance=instances.find_instance(session, name), job=jobs.job_public(session, job_id)
     )
 
 
@@ -239,7 +237,5 @@ def show_job(
     session: SessionDep,
     principal: Annotated[Principal, requires(Action.JOBS_READ)],
 ) -> Any:
-    job = session.get(Job, job_id)
-    if job is None or (not principal.is_operator and job.user_id != principal.user_id):
-        raise NotFound(f"job {job_id} does not exist")
-    return JobPublic.model_validate(job)
+    owner_id = None if principal.is_operator else (principal.user_id or -1)
+    return jobs.job_public(session, job_id, owner_id)
