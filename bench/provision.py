@@ -17,6 +17,9 @@
    the engine's own notification function).
    For scale, the same server then answers signed GET /api/v1/jobs/1: what any
    signed request costs, the launch's included.
+   Then as `dfe up` runs it: one Console process queueing each job on the SQLite queue
+   in the data directory, one `dfe worker` running them; a round lasts until the worker
+   has ended every job of it.
 2. PostgreSQL: a provision + deprovision cycle through the engine (launch, JobRunner,
    request_deprovision, JobRunner; SQLite Console database; each job claimed in the
    transaction that records it, as the Console's in-process queue does) against a loop of bare
@@ -65,7 +68,7 @@ from dfe.config import Settings
 from dfe.db.migrate import upgrade
 from dfe.db.session import Database, open_database
 from dfe.enums import JobKind, JobStatus, OwnerType, ProvisionState, ServerType
-from dfe.models import Cluster, ClusterServer, Server
+from dfe.models import Cluster, ClusterServer, Job, Server
 from dfe.provisioning import LocalStorage, generate_password, instance_database_names
 from dfe.provisioning.drivers.sqlite import SUFFIX
 from dfe.provisioning.engine import JobRunner, launch, request_deprovision
@@ -102,10 +105,18 @@ def prepare_embedded(data_dir: Path) -> tuple[Settings, str, str]:
     return settings, key.client_id, key.client_secret
 
 
-def start_server(port: int, data_dir: Path, workers: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DFE_DATA_DIR": str(data_dir), "DFE_QUEUE_EAGER": "true"}
-    for name in ("DFE_DATABASE_URL", "DFE_BROKER_URL", "DFE_ENCRYPTION_KEYS"):
+def process_env(data_dir: Path, *, eager: bool) -> dict[str, str]:
+    env = {**os.environ, "DFE_DATA_DIR": str(data_dir)}
+    for name in ("DFE_DATABASE_URL", "DFE_BROKER_URL", "DFE_ENCRYPTION_KEYS", "DFE_QUEUE_EAGER"):
         env.pop(name, None)
+    if eager:
+        env["DFE_QUEUE_EAGER"] = "true"
+    return env
+
+
+def start_server(
+    port: int, data_dir: Path, workers: int, *, eager: bool
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         str(Path(__file__).with_name("_console_server.py")),
@@ -113,7 +124,10 @@ def start_server(port: int, data_dir: Path, workers: int) -> subprocess.Popen[by
         f"--workers={workers}",
     ]
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        env=process_env(data_dir, eager=eager),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120  # a loaded machine starts it slowly
     while time.monotonic() < deadline:
@@ -126,22 +140,56 @@ def start_server(port: int, data_dir: Path, workers: int) -> subprocess.Popen[by
     raise SystemExit("the benchmark server did not start")
 
 
-def api_round(base: str, auth: AppKeyAuth, names: list[str], threads: int) -> float:
-    """Launch every name through the API from `threads` connections; instances/s."""
+def start_worker(data_dir: Path) -> subprocess.Popen[bytes]:
+    """`dfe worker` on the data directory's SQLite queue, as `dfe up` runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dfe", "worker"],
+        env=process_env(data_dir, eager=False),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def api_round(
+    base: str, auth: AppKeyAuth, names: list[str], threads: int, queue: Database | None
+) -> float:
+    """Launch every name through the API from `threads` connections; instances/s until
+    all are provisioned: each answer's job succeeded (jobs inline), or, with the `queue`
+    (the Console's database) of a worker, until that worker has ended every job."""
     chunks = [names[i::threads] for i in range(threads)]
     errors: list[str] = []
+    started = time.perf_counter()
 
     def worker(chunk: list[str]) -> None:
         with httpx2.Client(base_url=base, auth=auth, timeout=60) as client:
             for name in chunk:
                 response = client.post("/api/v1/instances", json={"name": name, "owner": OWNER})
-                if response.status_code != 202 or response.json()["job"]["status"] != "succeeded":
+                status = response.json()["job"]["status"] if response.status_code == 202 else ""
+                if status != "succeeded" and (queue is None or status != "queued"):
                     errors.append(f"{response.status_code} {response.text[:300]}")
 
     elapsed = timed_threads(worker, chunks)
+    if queue is not None:
+        elapsed = wait_for_jobs(queue, names) - started
     if errors:
         raise SystemExit(f"{len(errors)} launches failed, first: {errors[0]}")
     return len(names) / elapsed
+
+
+def wait_for_jobs(database: Database, names: list[str]) -> float:
+    """Wait until the worker has ended the provisioning of every name; when it did."""
+    ended = [JobStatus.SUCCEEDED, JobStatus.FAILED]
+    query = select(Job.status).where(Job.instance_name.in_(names), Job.status.in_(ended))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            statuses = list(session.scalars(query))
+        if len(statuses) == len(names):
+            if JobStatus.FAILED in statuses:
+                raise SystemExit(f"{statuses.count(JobStatus.FAILED)} provisionings failed")
+            return time.perf_counter()
+        time.sleep(0.005)
+    raise SystemExit("the worker did not end the jobs within 5 minutes")
 
 
 def floor_round(settings: Settings, names: list[str]) -> float:
@@ -189,29 +237,40 @@ def signed_get_round(base: str, auth: AppKeyAuth, count: int, threads: int) -> f
 
 
 def bench_embedded(
-    count: int, rounds: int, threads: int, workers: int
-) -> tuple[float, float, float]:
+    count: int, rounds: int, threads: int, workers: int, *, eager: bool
+) -> tuple[float, float, float | None]:
+    """(API rate, floor rate, signed GETs/s); jobs inline (`eager`) or run by a worker."""
     with (
         tempfile.TemporaryDirectory(prefix="dfe-bench-api-") as api_dir,
         tempfile.TemporaryDirectory(prefix="dfe-bench-floor-") as floor_dir,
     ):
-        _, client_id, secret = prepare_embedded(Path(api_dir))
+        api_settings, client_id, secret = prepare_embedded(Path(api_dir))
         floor_settings, _, _ = prepare_embedded(Path(floor_dir))
         port = free_port()
-        server = start_server(port, Path(api_dir), workers)
+        server = start_server(port, Path(api_dir), workers, eager=eager)
+        worker = None if eager else start_worker(Path(api_dir))
+        queue = None if eager else open_database(api_settings)
         base, auth = f"http://127.0.0.1:{port}", AppKeyAuth(client_id, secret)
         api_rates, floor_rates = [], []
         try:
-            api_round(base, auth, [f"warm{n}" for n in range(20)], threads)
+            api_round(base, auth, [f"warm{n}" for n in range(20)], threads, queue)
             floor_round(floor_settings, [f"warm{n}" for n in range(20)])
             for r in range(rounds):
                 names = [f"r{r}i{n:05d}" for n in range(count)]
-                api_rates.append(api_round(base, auth, names, threads))
+                api_rates.append(api_round(base, auth, names, threads, queue))
                 floor_rates.append(floor_round(floor_settings, names))
-            signed = max(signed_get_round(base, auth, count, threads) for _ in range(2))
+            signed = (
+                max(signed_get_round(base, auth, count, threads) for _ in range(2))
+                if eager
+                else None
+            )
         finally:
-            server.terminate()
-            server.wait()
+            for process in (server, worker):
+                if process is not None:
+                    process.terminate()
+                    process.wait()
+            if queue is not None:
+                queue.dispose()
     return max(api_rates), max(floor_rates), signed
 
 
@@ -460,6 +519,14 @@ def drop_mysql_database(name: str) -> None:
         connection.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
+def report_floor(api: float, floor: float) -> None:
+    print(
+        "   raw floor (rows, SQLite file, storage tree, mail; plain loop, one process): "
+        f"{floor:7.1f} instances/s"
+    )
+    print(f"   ratio API/floor: {api / floor:.2f} (aim: >= 0.50; and >= 100 instances/s)")
+
+
 def report_placement(label: str, url: str | None, count: int) -> None:
     mean, median, p95, cpu = bench_placement(url, count)
     print(
@@ -493,20 +560,24 @@ def main() -> None:
     if not args.skip_embedded:
         print(f"1. embedded default, {args.rounds} rounds of {args.instances} instances (best):")
         for workers in args.workers:
-            api, floor, signed = bench_embedded(args.instances, args.rounds, args.threads, workers)
+            api, floor, signed = bench_embedded(
+                args.instances, args.rounds, args.threads, workers, eager=True
+            )
             print(
                 f"   signed API (POST /api/v1/instances over HTTP to uvicorn, {workers} Console "
                 f"process(es), {args.threads} connections, jobs inline): {api:7.1f} instances/s"
             )
-            print(
-                "   raw floor (rows, SQLite file, storage tree, mail; plain loop, one process): "
-                f"{floor:7.1f} instances/s"
-            )
-            print(f"   ratio API/floor: {api / floor:.2f} (aim: >= 0.50; and >= 100 instances/s)")
+            report_floor(api, floor)
             print(
                 f"   for scale: a signed GET /api/v1/jobs/1 on the same server: {signed:7.1f}/s"
                 " (any signed request's price, in every launch)"
             )
+        api, floor, _ = bench_embedded(args.instances, args.rounds, args.threads, 1, eager=False)
+        print(
+            "   as `dfe up` runs it (1 Console process, jobs on the SQLite queue, one "
+            f"`dfe worker`), until every job ended: {api:7.1f} instances/s"
+        )
+        report_floor(api, floor)
 
     print(
         f"2. PostgreSQL instance databases, {args.pg_instances} provision + deprovision cycles"

@@ -24,7 +24,7 @@ from dfe.config import Settings
 from dfe.db.base import utcnow
 from dfe.db.session import Database, execute_prebuilt
 from dfe.enums import JobKind, JobStatus, OperationalState, ProvisionState, ReadyState
-from dfe.models import Instance, Job, Server, User
+from dfe.models import Instance, Job, Mount, Server, User
 from dfe.provisioning.drivers import DatabaseDriver, driver_for, server_driver
 from dfe.provisioning.errors import ProvisioningError
 from dfe.provisioning.names import (
@@ -88,7 +88,12 @@ def request_deprovision(session: Session, ref: str | int) -> Job:
 # Running jobs (in the worker: three short transactions per job)
 
 
-_SERVERS = select(Server).where(Server.id.in_(bindparam("p_ids", expanding=True)))
+# Where a claimed job's database and files go: its two servers' columns, no objects.
+_SERVERS = (
+    select(Server.id, Server.name, Server.host, Server.config, Mount.root_path)
+    .outerjoin(Mount, Mount.id == Server.mount_id)
+    .where(Server.id.in_(bindparam("p_ids", expanding=True)))
+)
 
 
 @dataclass
@@ -103,10 +108,10 @@ class Resources:
 
     @classmethod
     def of(cls, session: Session, instance: Instance) -> Resources:
-        wanted = [instance.db_server_id, instance.web_server_id]
-        servers = {s.id: s for s in session.scalars(_SERVERS, {"p_ids": wanted})}
+        wanted = {"p_ids": [instance.db_server_id, instance.web_server_id]}
+        servers = {row.id: row for row in execute_prebuilt(session, _SERVERS, wanted)}
         db_server, web_server = servers[instance.db_server_id], servers[instance.web_server_id]
-        if web_server.mount is None:
+        if web_server.root_path is None:
             raise ProvisioningError(f"web server '{web_server.name}' has no mount for storage")
         database_name, user_name = instance_database_names(instance.name, instance.id)
         try:
@@ -117,7 +122,7 @@ class Resources:
             driver=driver,
             database_name=database_name,
             user_name=user_name,
-            storage=LocalStorage(web_server.mount.root_path),
+            storage=LocalStorage(web_server.root_path),
             owner_key=instance.user.storage_key,
         )
 
