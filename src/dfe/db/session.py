@@ -44,7 +44,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             lock = writer_lock(str(path), SQLITE_BUSY_TIMEOUT)
             connect_args["factory"] = connection_class(lock)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "mysql":
         engine = create_engine(
@@ -60,7 +60,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
