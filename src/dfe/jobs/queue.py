@@ -9,7 +9,7 @@ process that asked (tests, debugging).
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from queue import Empty
 from typing import Any, Protocol
@@ -17,7 +17,9 @@ from typing import Any, Protocol
 import structlog
 from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sql
-from sqlalchemy import event
+from kombu.utils.json import dumps
+from sqlalchemy import event, insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dfe.config import Settings, get_settings
@@ -93,16 +95,37 @@ def celery_app(settings: Settings) -> Celery:
 
 
 class SqliteQueueChannel(kombu_sql.Channel):
-    """Kombu's SQL channel, with the queue file in WAL mode without an fsync per commit,
-    as the Console's database (kombu's own fsynced twice per job: sent, taken), and
-    without the messages it has taken. A power cut may lose the last messages; their
-    jobs are recorded in the Console's database, and the next worker start or
-    `dfe reconcile` runs them."""
+    """Kombu's SQL channel, made cheaper per message: the queue file in WAL mode without
+    an fsync per commit, as the Console's database (kombu's own fsynced twice per job:
+    sent, taken), a message sent with one INSERT, and deleted once taken. A power cut
+    may lose the last messages; their jobs are recorded in the Console's database, and
+    the next worker start or `dfe reconcile` runs them."""
+
+    @cached_property
+    def _queue_ids(self) -> dict[str, int]:
+        return {}
 
     def _engine_from_config(self) -> Any:
         engine = super()._engine_from_config()  # type: ignore[no-untyped-call]
         event.listen(engine, "connect", sqlite_pragmas)
         return engine
+
+    # (kombu's two base classes name the second parameter differently)
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        # Kombu's looked its queue up and inserted through the ORM at every message: half
+        # of what a dispatch cost. One INSERT, with the queue's id found once.
+        queue_id = self._queue_ids.get(queue)
+        if queue_id is None:
+            queue_id = self._queue_ids[queue] = self._get_or_create(queue).id  # type: ignore[no-untyped-call]
+        try:
+            self.session.execute(
+                insert(self.message_cls.__table__),
+                {"queue_id": queue_id, "payload": dumps(payload)},  # type: ignore[no-untyped-call]
+            )
+            self.session.commit()
+        except OperationalError:
+            self.session.rollback()  # and raise, as kombu's: the publish failed
+            raise
 
     def _get(self, queue: Any, timeout: Any = None) -> Any:
         message = super()._get(queue)  # type: ignore[no-untyped-call]
