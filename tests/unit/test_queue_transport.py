@@ -114,3 +114,26 @@ def test_the_queue_file_keeps_no_message_once_taken(kombu_models: None, tmp_path
     with sqlite3.connect(tmp_path / "queue.db") as queue_file:
         assert queue_file.execute("SELECT count(*) FROM kombu_message").fetchone() == (0,)
         assert queue_file.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_messages_kombus_own_transport_took_and_kept_go_with_the_next_one(
+    kombu_models: None, tmp_path: Path
+) -> None:
+    """A queue file an earlier release used holds every message its worker took."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with Connection(f"sqla+{url}") as earlier:  # kombu's own SQL transport
+        jobs = earlier.SimpleQueue("jobs")
+        jobs.put({"job": 1})
+        jobs.get(timeout=5).ack()
+        jobs.close()
+    with sqlite3.connect(tmp_path / "queue.db") as queue_file:
+        assert queue_file.execute("SELECT count(*) FROM kombu_message").fetchone() == (1,)
+    with Connection(url, transport=SqliteQueueTransport) as connection:
+        jobs = connection.SimpleQueue("jobs")
+        jobs.put({"job": 2})
+        taken = jobs.get(timeout=5)
+        taken.ack()
+        jobs.close()
+    assert taken.payload == {"job": 2}
+    with sqlite3.connect(tmp_path / "queue.db") as queue_file:
+        assert queue_file.execute("SELECT count(*) FROM kombu_message").fetchone() == (0,)
