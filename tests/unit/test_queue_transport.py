@@ -1,4 +1,4 @@
-"""The embedded queue's transport polls every 5 ms while jobs come, every second when idle."""
+"""The embedded queue's transport polls every 5 ms while jobs come, every 250 ms when idle."""
 
 from __future__ import annotations
 
@@ -58,12 +58,12 @@ def transport() -> SqliteQueueTransport:
     return made
 
 
-def test_an_idle_worker_polls_every_second_and_a_busy_one_every_5_ms(
+def test_an_idle_worker_polls_every_250_ms_and_a_busy_one_every_5_ms(
     clock: Clock, transport: SqliteQueueTransport
 ) -> None:
     transport.cycle = Cycle([False, False, True, False, True])
     transport.drain_events(None)  # idle: nothing came yet
-    assert clock.slept == [1.0, 1.0]
+    assert clock.slept == [0.25, 0.25]
     clock.slept.clear()
     transport.drain_events(None)  # a message came just now: busy
     assert clock.slept == [0.005]
@@ -75,9 +75,9 @@ def test_polling_slows_down_once_messages_stop_coming(
     transport.cycle = Cycle([True] + [False] * 401 + [True])
     transport.drain_events(None)
     transport.drain_events(None)
-    # 2 s of 5 ms polls after the last message, then once a second.
+    # 2 s of 5 ms polls after the last message, then every 250 ms.
     assert clock.slept[:400] == [0.005] * 400
-    assert clock.slept[400:] == [1.0]
+    assert clock.slept[400:] == [0.25]
 
 
 def test_a_drain_with_a_timeout_ends_in_timeouterror_without_oversleeping(
