@@ -198,7 +198,7 @@ def _start(request: Request, session: SessionDep, job: Job, name: str) -> Instan
     run or queue it, and answer with instance `name` and the job as they stand then."""
     dispatcher = request.app.state.dispatcher
     claimed = dispatcher.claim(session, job)
-    job_id = job.id  # read before the commit expires the object: no reload
+    job_id = job.id
     session.commit()
     dispatcher.dispatch(job_id, claimed)
     return InstanceLaunched(
