@@ -75,7 +75,7 @@ from dfe.provisioning.engine import JobRunner, launch, request_deprovision
 from dfe.provisioning.placement import place
 from dfe.schemas import ClusterCreate, ServerCreate, ServiceUserCreate, UserCreate
 from dfe.services import identity, infrastructure, jobs, notifications, setup
-from dfe.services.instances import create_instance_record
+from dfe.services.instances import create_instance_record, instance_host
 
 PASSWORD = "bench-password-1"
 OWNER = "owner@example.com"
@@ -216,7 +216,7 @@ def floor_round(settings: Settings, names: list[str]) -> float:
         os.close(os.open(directory / f"{database_name}{SUFFIX}", os.O_WRONLY | os.O_CREAT, 0o640))
         storage.create_instance_tree(owner_key, name)
         notifications.instance_finished(
-            settings, to=OWNER, name=name, host=f"{name}.{cluster.subdomain}", error=None
+            settings, to=OWNER, name=name, host=instance_host(name, cluster.subdomain), error=None
         )
     elapsed = time.perf_counter() - started
     database.dispose()

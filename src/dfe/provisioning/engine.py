@@ -37,7 +37,7 @@ from dfe.provisioning.placement import place
 from dfe.provisioning.storage import LocalStorage, owner_hash
 from dfe.services import audit, instance_limits, jobs, keys, notifications
 from dfe.services.errors import Conflict, DfeError, InvalidInput
-from dfe.services.instances import create_instance_record, get_instance, new_api_key
+from dfe.services.instances import create_instance_record, get_instance, host_of, new_api_key
 from dfe.services.names import instance_name_problem
 
 log = structlog.get_logger("dfe.provisioning")
@@ -300,7 +300,7 @@ class JobRunner:
             work.name = instance.name
             if job.kind is JobKind.PROVISION:  # user and cluster come joined with the instance
                 work.owner_email = instance.user.email
-                work.host = f"{instance.name}.{instance.cluster.subdomain}"
+                work.host = host_of(instance)
             work.resources = Resources.of(session, instance)
         except Exception as error:
             work.problem = error

@@ -103,7 +103,7 @@ _VIEW = (
 
 def _view_public(row: Row[Any]) -> InstancePublic:
     view = dict(row._mapping)
-    view["host"] = f"{view['name']}.{view.pop('subdomain')}"
+    view["host"] = instance_host(view["name"], view.pop("subdomain"))
     return InstancePublic(**view)
 
 
@@ -236,7 +236,7 @@ def create_instance_record(
         InstanceGuest(
             instance_id=instance.id,
             location=GuestLocation.DFE_CLUSTER,
-            public_host=f"{name}.{cluster.subdomain}",
+            public_host=instance_host(name, cluster.subdomain),
         )
     )
     for server_id in {server.id for server in servers.values()}:
@@ -265,8 +265,13 @@ def delete_instance_record(session: Session, ref: str | int) -> None:
     session.flush()
 
 
+def instance_host(name: str, subdomain: str) -> str:
+    """Where an instance answers: `<name>.<cluster subdomain>`."""
+    return f"{name}.{subdomain}"
+
+
 def host_of(instance: Instance) -> str:
-    return f"{instance.name}.{instance.cluster.subdomain}"
+    return instance_host(instance.name, instance.cluster.subdomain)
 
 
 def instance_publics(session: Session, rows: Sequence[Instance]) -> list[InstancePublic]:
