@@ -37,8 +37,9 @@ class DatabaseNonceStore:
     def in_session(self, session: Session) -> NonceStore:
         return _SessionNonces(self, session)
 
-    def purge_is_due(self) -> bool:
-        """True once every PURGE_EVERY recorded nonces: time to delete the expired ones."""
+    def count_recorded(self) -> bool:
+        """Count one recorded nonce; True at every PURGE_EVERY-th: time to delete the
+        expired ones."""
         with self._lock:
             self._inserts += 1
             return self._inserts % PURGE_EVERY == 0
@@ -58,7 +59,7 @@ class _SessionNonces:
         except IntegrityError:
             self.session.rollback()
             return False
-        if self.store.purge_is_due():
+        if self.store.count_recorded():
             execute_prebuilt(self.session, DatabaseNonceStore._PURGE, {"p_now": utcnow()})
             self.session.commit()
         return True
