@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,9 @@ def _around_bulk_delete(state: ORMExecuteState) -> Any:
 
 
 def execute_prebuilt(
-    session: Session, statement: Executable, params: Mapping[str, Any] | None = None
+    session: Session,
+    statement: Executable,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
 ) -> CursorResult[*tuple[Any, ...]]:
     """Run a statement built once at import (columns, not objects) on the session's
     connection. Through `session.execute` the ORM would copy and re-key it at every

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, bindparam, inspect, select
+from sqlalchemy import Insert, Select, Table, bindparam, inspect, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from dfe.db.base import Base
+from dfe.db.session import execute_prebuilt
 from dfe.services.errors import Conflict, NotFound
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -49,6 +50,43 @@ def is_id(text: str) -> bool:
 def snapshot(row: Base) -> dict[str, Any]:
     """Column values of a row, for the audit log (secrets are masked by the audit service)."""
     return {attr.key: getattr(row, attr.key) for attr in inspect(row).mapper.column_attrs}
+
+
+def new_row(model: type[Base], **values: Any) -> dict[str, Any]:
+    """Every column of a `model` row to INSERT (but its generated key): `values`, else
+    the column's default, else None; what the ORM would have written."""
+    table = cast(Table, model.__table__)
+    unknown = values.keys() - table.columns.keys()
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+    row = {}
+    for column in table.columns:
+        if column.key in values:
+            row[column.key] = values[column.key]
+        elif column.primary_key and column.autoincrement is not False:
+            continue
+        elif column.default is not None and column.default.is_scalar:
+            row[column.key] = column.default.arg  # type: ignore[attr-defined]
+        elif column.default is not None and column.default.is_callable:
+            row[column.key] = column.default.arg(None)  # type: ignore[attr-defined]
+        else:
+            row[column.key] = None
+    return row
+
+
+def insert_row(session: Session, statement: Insert, row: dict[str, Any]) -> int:
+    """Run a prebuilt INSERT of one row (`new_row`); the new row's id."""
+    key = execute_prebuilt(session, statement, row).inserted_primary_key
+    assert key is not None  # an INSERT of one row
+    return int(key[0])
+
+
+def add_inserted(session: Session, row: ModelT) -> ModelT:
+    """Put an object whose row a statement has just INSERTed into the session as if it
+    had been loaded: nothing to flush, its relationships load as usual."""
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
 
 
 def flush_or_conflict(session: Session, message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from dfe.db.base import Base, utcnow
@@ -13,7 +13,7 @@ from dfe.models import AppKey, Cluster, Instance, Mount, OwnerType, Server, Serv
 from dfe.models.keys import OWNER_COLUMNS
 from dfe.schemas import KeyPublic, KeyWithSecret
 from dfe.services import audit
-from dfe.services.base import get_by_ref
+from dfe.services.base import get_by_ref, insert_row, new_row
 from dfe.services.errors import Conflict, InvalidInput
 
 SECRET_BYTES = 32  # 256 bits from the OS CSPRNG
@@ -51,6 +51,11 @@ def resolve_owner(session: Session, owner_type: OwnerType, ref: str | None) -> i
     return owner_id
 
 
+# A statement, not the ORM's flush: every launch makes an instance's key, while it holds
+# the database's write lock.
+_INSERT_KEY = insert(AppKey)
+
+
 def create_key(
     session: Session,
     owner_type: OwnerType,
@@ -71,21 +76,22 @@ def create_key(
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput("expiry must be in the future")
     secret = new_client_secret()
-    key = AppKey(
+    owner_column = {OWNER_COLUMNS[owner_type][0]: owner_id} if owner_type in OWNER_COLUMNS else {}
+    row = new_row(
+        AppKey,
         client_id=new_client_id(),
         client_secret=secret,
         owner_type=owner_type,
         label=label,
         expires_at=expires_at,
+        **owner_column,
     )
-    if owner_type in OWNER_COLUMNS:
-        setattr(key, OWNER_COLUMNS[owner_type][0], owner_id)
-    session.add(key)
-    session.flush()
-    audit.record(session, "key.create", "key", key.id, key.client_id, after=_public(key))
-    if announce:
-        _touch_instance(session, key)
-    return KeyWithSecret(**_public(key), client_secret=secret)
+    key_id = insert_row(session, _INSERT_KEY, row)
+    public = KeyPublic.model_validate({**row, "id": key_id, "owner_id": owner_id}).model_dump()
+    audit.record(session, "key.create", "key", key_id, row["client_id"], after=public)
+    if announce and owner_type is OwnerType.INSTANCE:
+        _touch_instance(session, owner_id)
+    return KeyWithSecret(**public, client_secret=secret)
 
 
 def _public(key: AppKey) -> dict[str, object]:
@@ -115,7 +121,7 @@ def revoke_key(session: Session, client_id: str) -> None:
     """Destroy a key at once (keys are never archived)."""
     key = get_key(session, client_id)
     audit.record(session, "key.revoke", "key", key.id, client_id, before=_public(key))
-    _touch_instance(session, key)
+    _touch_instance(session, key.instance_id)
     session.delete(key)
     session.flush()
 
@@ -130,19 +136,18 @@ def rotate_key(session: Session, client_id: str, grace: timedelta) -> KeyWithSec
     deadline = utcnow() + grace
     old.replaced_by_id = new.id
     old.expires_at = min(old.expires_at, deadline) if old.expires_at else deadline
-    session.flush()
-    _touch_instance(session, old)
+    session.flush()  # create_key has let the change feed name an instance's key
     audit.record(
         session, "key.rotate", "key", old.id, old.client_id, after={"replaced_by": new.client_id}
     )
     return new
 
 
-def _touch_instance(session: Session, key: AppKey) -> None:
+def _touch_instance(session: Session, instance_id: int | None) -> None:
     """An instance's keys are part of its web-tier config: let the change feed name it."""
-    if key.owner_type is OwnerType.INSTANCE and key.instance_id is not None:
+    if instance_id is not None:
         session.execute(
-            update(Instance).where(Instance.id == key.instance_id).values(updated_at=utcnow()),
+            update(Instance).where(Instance.id == instance_id).values(updated_at=utcnow()),
             execution_options={"synchronize_session": False},
         )
 
