@@ -344,6 +344,11 @@ def test_instances_and_jobs(dfe, local):
     assert _json(dfe("instance", "list", "--json")) == []
     newest = _json(dfe("job", "list", "--limit", "1", "--json"))
     assert [j["id"] for j in newest] == [int(removal.group(1))]
+    removals = _json(dfe("job", "list", "--kind", "deprovision", "--json"))
+    assert [j["id"] for j in removals] == [int(removal.group(1))]
+    provisions = ("job", "list", "--kind", "provision", "--status", "succeeded", "--json")
+    assert [j["id"] for j in _json(dfe(*provisions))] == [int(job)]
+    assert dfe(*provisions) == local(*provisions)
     assert "user 'bob@example.com' does not exist" in dfe(
         "instance", "provision", "x", "--owner", "bob@example.com", expect=2
     )

@@ -187,6 +187,34 @@ def test_users_launch_for_themselves_and_touch_only_their_own(console, db, tmp_p
     assert ann.delete("/api/v1/instances/annsapp").status_code == 404
 
 
+def test_jobs_are_listed_by_status_and_kind(console, db, tmp_path):
+    build_estate(db, tmp_path)
+    ann = console.as_(console.login(ANN, PASSWORD))
+    bob = console.as_(console.login(BOB, PASSWORD))
+    assert launch(ann, "annsapp").status_code == 202
+    assert ann.delete("/api/v1/instances/annsapp").status_code == 202
+    console.app.state.dispatcher = RecordingDispatcher()  # nobody runs the next job
+    assert launch(ann, "waiting").status_code == 202
+
+    def listed(client, **params):
+        answer = client.get("/api/v1/jobs", params=params)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["total"] == len(answer.json()["items"])
+        return sorted((j["instance_name"], j["kind"], j["status"]) for j in answer.json()["items"])
+
+    assert listed(ann, kind="deprovision") == [("annsapp", "deprovision", "succeeded")]
+    assert listed(ann, status="queued") == [("waiting", "provision", "queued")]
+    assert listed(ann, status="succeeded", kind="provision") == [
+        ("annsapp", "provision", "succeeded")
+    ]
+    assert listed(ann, status="failed") == []
+    assert listed(bob, status="queued") == []  # a user still sees only their own
+    assert listed(console.client, status="queued") == [("waiting", "provision", "queued")]
+    refused = ann.get("/api/v1/jobs", params={"status": "stuck"})
+    assert refused.status_code == 422
+    assert "status" in refused.text
+
+
 def test_a_second_delete_while_deprovisioning_returns_the_same_job(console, db, tmp_path):
     paths = build_estate(db, tmp_path)
     dispatcher = RecordingDispatcher()

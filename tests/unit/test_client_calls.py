@@ -32,7 +32,7 @@ from dfe.client import (
     Page,
     Readiness,
 )
-from dfe.enums import LimitPeriod, LimitScope, OwnerType, ServerType
+from dfe.enums import JobKind, JobStatus, LimitPeriod, LimitScope, OwnerType, ServerType
 from dfe.schemas import (
     ArchivedPublic,
     AuditPublic,
@@ -416,6 +416,9 @@ CASES = [
          answer={"name": "shop", "api_key": "dfei_example"}),
     Case("list_jobs", (), "GET", "/jobs", Page, item=JobPublic, kwargs={"q": "shop"},
          query=[("q", "shop")], answer=page(JOB)),
+    Case("list_jobs", (), "GET", "/jobs", Page, item=JobPublic,
+         kwargs={"status": JobStatus.FAILED, "kind": JobKind.PROVISION},
+         query=[("status", "failed"), ("kind", "provision")], answer=page(JOB)),
     Case("get_job", (42,), "GET", "/jobs/42", JobPublic, answer=JOB),
     Case("launch_instance", (InstanceCreate(name="shop", cluster="eu-1"),), "POST", "/instances",
          InstanceLaunched, body={"name": "shop", "cluster": "eu-1", "owner": None}, status=202,

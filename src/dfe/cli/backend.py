@@ -24,7 +24,7 @@ from dfe.cli.common import (
     transaction,
 )
 from dfe.client import ConsoleClient, Page
-from dfe.enums import JobStatus, OwnerType, ServerType
+from dfe.enums import JobKind, JobStatus, OwnerType, ServerType
 from dfe.jobs.queue import dispatcher_for
 from dfe.provisioning import engine
 from dfe.schemas import (
@@ -132,7 +132,9 @@ class Backend(Protocol):
     def get_instance(self, name: str) -> InstancePublic: ...
     def provision(self, data: InstanceCreate) -> InstanceLaunched: ...
     def deprovision(self, name: str) -> JobPublic: ...
-    def list_jobs(self, *, status: JobStatus | None, limit: int) -> list[JobPublic]: ...
+    def list_jobs(
+        self, *, status: JobStatus | None, kind: JobKind | None, limit: int
+    ) -> list[JobPublic]: ...
     def get_job(self, job_id: int) -> JobPublic: ...
     def instance_api_key(self, name: str) -> InstanceApiKey: ...
 
@@ -424,9 +426,12 @@ class LocalBackend:
         finally:
             db.dispose()
 
-    def list_jobs(self, *, status: JobStatus | None, limit: int) -> list[JobPublic]:
+    def list_jobs(
+        self, *, status: JobStatus | None, kind: JobKind | None, limit: int
+    ) -> list[JobPublic]:
         with reading() as session:
-            return [jobs.public(job) for job in jobs.list_jobs(session, limit=limit, status=status)]
+            listed = jobs.list_jobs(session, limit=limit, status=status, kind=kind)
+            return [jobs.public(job) for job in listed]
 
     def get_job(self, job_id: int) -> JobPublic:
         with reading() as session:
@@ -653,11 +658,17 @@ class RemoteBackend:
     def deprovision(self, name: str) -> JobPublic:
         return self.client.delete_instance(name).job
 
-    def list_jobs(self, *, status: JobStatus | None, limit: int) -> list[JobPublic]:
-        size = PAGE if status else min(PAGE, limit + 1)
-        pages = self.client.iterate(self.client.list_jobs, sort="-created_at", limit=size)
-        matching = (job for job in pages if status is None or job.status is status)
-        return _newest(matching, limit, lambda job: job.created_at, lambda job: job.id)
+    def list_jobs(
+        self, *, status: JobStatus | None, kind: JobKind | None, limit: int
+    ) -> list[JobPublic]:
+        pages = self.client.iterate(
+            self.client.list_jobs,
+            status=status,
+            kind=kind,
+            sort="-created_at",
+            limit=min(PAGE, limit + 1),
+        )
+        return _newest(pages, limit, lambda job: job.created_at, lambda job: job.id)
 
     def get_job(self, job_id: int) -> JobPublic:
         return self.client.get_job(job_id)

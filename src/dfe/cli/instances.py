@@ -22,7 +22,7 @@ from dfe.cli.common import (
     settings,
     stdout,
 )
-from dfe.enums import JobStatus
+from dfe.enums import JobKind, JobStatus
 from dfe.jobs.daily import DailyScheduler
 from dfe.jobs.queue import run_worker
 from dfe.provisioning import engine
@@ -108,13 +108,13 @@ def instance_show(name: str, as_json: bool = JsonOption) -> None:
 @job_app.command("list")
 def job_list(
     status: Annotated[JobStatus | None, typer.Option("--status")] = None,
+    kind: Annotated[JobKind | None, typer.Option("--kind")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
     as_json: bool = JsonOption,
 ) -> None:
-    """List jobs, newest first."""
-    print_table(
-        backend().list_jobs(status=status, limit=limit), JOB_COLUMNS, as_json=as_json, title="Jobs"
-    )
+    """List jobs, newest first; --status and --kind keep those in that state, of that kind."""
+    listed = backend().list_jobs(status=status, kind=kind, limit=limit)
+    print_table(listed, JOB_COLUMNS, as_json=as_json, title="Jobs")
 
 
 @instance_app.command("api-key")

@@ -26,7 +26,7 @@ from dfe.client.models import (
     Page,
     Readiness,
 )
-from dfe.enums import OwnerType
+from dfe.enums import JobKind, JobStatus, OwnerType
 from dfe.schemas import (
     ArchivedPublic,
     AuditPublic,
@@ -478,11 +478,15 @@ def delete_instance(name: str) -> Call[InstanceLaunched]:
 def list_jobs(
     *,
     q: str | None = None,
+    status: JobStatus | None = None,
+    kind: JobKind | None = None,
     sort: str | None = None,
     limit: int | None = None,
     cursor: str | None = None,
 ) -> Call[Page[JobPublic]]:
-    return _list("/jobs", JobPublic, q=q, sort=sort, limit=limit, cursor=cursor)
+    return _list(
+        "/jobs", JobPublic, q=q, status=status, kind=kind, sort=sort, limit=limit, cursor=cursor
+    )
 
 
 def get_job(job_id: int) -> Call[JobPublic]:

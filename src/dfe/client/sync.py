@@ -30,7 +30,7 @@ from dfe.client._base import (
 from dfe.client.calls import Call, Ref
 from dfe.client.models import ArchiveKind, Health, LoginResponse, Page, Readiness
 from dfe.client.signing import AppKeyAuth
-from dfe.enums import OwnerType
+from dfe.enums import JobKind, JobStatus, OwnerType
 from dfe.schemas import (
     ArchivedPublic,
     AuditPublic,
@@ -450,12 +450,16 @@ class ConsoleClient:
         self,
         *,
         q: str | None = None,
+        status: JobStatus | None = None,
+        kind: JobKind | None = None,
         sort: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Page[JobPublic]:
-        """Jobs, newest first by default (a user sees their own); `q` searches instance names."""
-        return self.call(calls.list_jobs(q=q, sort=sort, limit=limit, cursor=cursor))
+        """Jobs, newest first by default (a user sees their own); `q` searches instance
+        names, `status` and `kind` keep the jobs in that state, of that kind."""
+        call = calls.list_jobs(q=q, status=status, kind=kind, sort=sort, limit=limit, cursor=cursor)
+        return self.call(call)
 
     def get_job(self, job_id: int) -> JobPublic:
         return self.call(calls.get_job(job_id))

@@ -62,10 +62,18 @@ def job_public(session: Session, job_id: int, owner_id: int | None = None) -> Jo
     return JobPublic.model_validate(row)
 
 
-def list_jobs(session: Session, *, limit: int = 50, status: JobStatus | None = None) -> list[Job]:
+def list_jobs(
+    session: Session,
+    *,
+    limit: int = 50,
+    status: JobStatus | None = None,
+    kind: JobKind | None = None,
+) -> list[Job]:
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if status is not None:
         query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     return list(session.scalars(query))
 
 

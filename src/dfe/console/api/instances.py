@@ -9,7 +9,7 @@ from dfe.auth.permissions import Action
 from dfe.auth.principals import Principal
 from dfe.console.api.crud import ListResponse
 from dfe.console.api.deps import SessionDep, SettingsDep, list_query, requires
-from dfe.enums import OwnerType, ProvisionState
+from dfe.enums import JobKind, JobStatus, OwnerType, ProvisionState
 from dfe.models import Cluster, Instance, Job, User
 from dfe.provisioning import engine
 from dfe.schemas import (
@@ -211,10 +211,16 @@ def list_jobs(
     session: SessionDep,
     principal: Annotated[Principal, requires(Action.JOBS_READ)],
     query: ListQuery = list_query(JOB_SORTS),
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
 ) -> Any:
     jobs = select(Job)
     if not principal.is_operator:
         jobs = jobs.where(Job.user_id == (principal.user_id or -1))
+    if status is not None:
+        jobs = jobs.where(Job.status == status)
+    if kind is not None:
+        jobs = jobs.where(Job.kind == kind)
     page = paginate(
         session,
         jobs,
