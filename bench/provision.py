@@ -20,6 +20,9 @@
    Then as `dfe up` runs it: one Console process queueing each job on the SQLite queue
    in the data directory, one `dfe worker` running them; a round lasts until the worker
    has ended every job of it.
+   Each also prints the CPU a launch cost the Console, the worker and this benchmark's
+   own client (from /proc, over the API rounds): the rates swing with the machine's
+   filesystem from hour to hour, these much less.
 2. PostgreSQL: a provision + deprovision cycle through the engine (launch, JobRunner,
    request_deprovision, JobRunner; SQLite Console database; each job claimed in the
    transaction that records it, as the Console's in-process queue does) against a loop of bare
@@ -52,6 +55,7 @@ import tempfile
 import time
 import uuid
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -150,6 +154,50 @@ def start_worker(data_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process `pid` and its live descendants,
+    from /proc (Linux): with `--workers N` the Console's work is done by uvicorn's
+    children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid: (parent, seconds)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                # After the ")" that ends the command name: state, ppid, ..., utime, stime.
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                stats[int(entry.name)] = (
+                    int(fields[1]),
+                    (int(fields[11]) + int(fields[12])) / ticks,
+                )
+    tree, total = [pid], 0.0
+    while tree:
+        current = tree.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        tree.extend(child for child, (parent, _) in stats.items() if parent == current)
+    return total
+
+
+def cpu_seconds(
+    server: subprocess.Popen[bytes], worker: subprocess.Popen[bytes] | None
+) -> tuple[float, float, float]:
+    """CPU seconds used so far by the Console, the worker and this process."""
+    worker_cpu = tree_cpu_seconds(worker.pid) if worker is not None else 0.0
+    return tree_cpu_seconds(server.pid), worker_cpu, time.process_time()
+
+
+@dataclass
+class CpuPerLaunch:
+    """Milliseconds of CPU per launch of the API rounds: Console, worker, this client."""
+
+    console: float = 0.0
+    worker: float = 0.0
+    client: float = 0.0
+
+    def __str__(self) -> str:
+        worker = f", worker {self.worker:.1f}" if self.worker else " (the jobs included)"
+        return f"Console {self.console:.1f}{worker}, this client {self.client:.1f}"
+
+
 def api_round(
     base: str, auth: AppKeyAuth, names: list[str], threads: int, queue: Database | None
 ) -> float:
@@ -239,8 +287,9 @@ def signed_get_round(base: str, auth: AppKeyAuth, count: int, threads: int) -> f
 
 def bench_embedded(
     count: int, rounds: int, threads: int, workers: int, *, eager: bool
-) -> tuple[float, float, float | None]:
-    """(API rate, floor rate, signed GETs/s); jobs inline (`eager`) or run by a worker."""
+) -> tuple[float, float, float | None, CpuPerLaunch]:
+    """(API rate, floor rate, signed GETs/s, CPU per launch); jobs inline (`eager`) or
+    run by a worker."""
     with (
         tempfile.TemporaryDirectory(prefix="dfe-bench-api-") as api_dir,
         tempfile.TemporaryDirectory(prefix="dfe-bench-floor-") as floor_dir,
@@ -252,13 +301,16 @@ def bench_embedded(
         worker = None if eager else start_worker(Path(api_dir))
         queue = None if eager else open_database(api_settings)
         base, auth = f"http://127.0.0.1:{port}", AppKeyAuth(client_id, secret)
-        api_rates, floor_rates = [], []
+        api_rates, floor_rates, spent = [], [], [0.0, 0.0, 0.0]
         try:
             api_round(base, auth, [f"warm{n}" for n in range(20)], threads, queue)
             floor_round(floor_settings, [f"warm{n}" for n in range(20)])
             for r in range(rounds):
                 names = [f"r{r}i{n:05d}" for n in range(count)]
+                before = cpu_seconds(server, worker)
                 api_rates.append(api_round(base, auth, names, threads, queue))
+                after = cpu_seconds(server, worker)
+                spent = [total + b - a for total, a, b in zip(spent, before, after, strict=True)]
                 floor_rates.append(floor_round(floor_settings, names))
             signed = (
                 max(signed_get_round(base, auth, count, threads) for _ in range(2))
@@ -272,7 +324,8 @@ def bench_embedded(
                     process.wait()
             if queue is not None:
                 queue.dispose()
-    return max(api_rates), max(floor_rates), signed
+    cpu = CpuPerLaunch(*(seconds * 1000 / (count * rounds) for seconds in spent))
+    return max(api_rates), max(floor_rates), signed, cpu
 
 
 # PostgreSQL
@@ -520,12 +573,18 @@ def drop_mysql_database(name: str) -> None:
         connection.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
-def report_floor(api: float, floor: float) -> None:
+def report_floor(api: float, floor: float, cpu: CpuPerLaunch) -> None:
     print(
         "   raw floor (rows, SQLite file, storage tree, mail; plain loop, one process): "
         f"{floor:7.1f} instances/s"
     )
     print(f"   ratio API/floor: {api / floor:.2f} (aim: >= 0.50; and >= 100 instances/s)")
+    # A rate's price in CPU, which the machine's moods move less than the rate.
+    cores = os.cpu_count() or 1
+    print(
+        f"   CPU per launch, ms: {cpu}; the floor's whole launch {1000 / floor:.1f}"
+        f" (100/s on {cores} cores leaves {cores * 10} ms per launch in all)"
+    )
 
 
 def report_placement(label: str, url: str | None, count: int) -> None:
@@ -561,24 +620,26 @@ def main() -> None:
     if not args.skip_embedded:
         print(f"1. embedded default, {args.rounds} rounds of {args.instances} instances (best):")
         for workers in args.workers:
-            api, floor, signed = bench_embedded(
+            api, floor, signed, cpu = bench_embedded(
                 args.instances, args.rounds, args.threads, workers, eager=True
             )
             print(
                 f"   signed API (POST /api/v1/instances over HTTP to uvicorn, {workers} Console "
                 f"process(es), {args.threads} connections, jobs inline): {api:7.1f} instances/s"
             )
-            report_floor(api, floor)
+            report_floor(api, floor, cpu)
             print(
                 f"   for scale: a signed GET /api/v1/jobs/1 on the same server: {signed:7.1f}/s"
                 " (any signed request's price, in every launch)"
             )
-        api, floor, _ = bench_embedded(args.instances, args.rounds, args.threads, 1, eager=False)
+        api, floor, _, cpu = bench_embedded(
+            args.instances, args.rounds, args.threads, 1, eager=False
+        )
         print(
             "   as `dfe up` runs it (1 Console process, jobs on the SQLite queue, one "
             f"`dfe worker`), until every job ended: {api:7.1f} instances/s"
         )
-        report_floor(api, floor)
+        report_floor(api, floor, cpu)
 
     print(
         f"2. PostgreSQL instance databases, {args.pg_instances} provision + deprovision cycles"
