@@ -136,7 +136,7 @@ def rotate_key(session: Session, client_id: str, grace: timedelta) -> KeyWithSec
     deadline = utcnow() + grace
     old.replaced_by_id = new.id
     old.expires_at = min(old.expires_at, deadline) if old.expires_at else deadline
-    session.flush()  # create_key has let the change feed name an instance's key
+    session.flush()  # the old key's successor and expiry (create_key touched its instance)
     audit.record(
         session, "key.rotate", "key", old.id, old.client_id, after={"replaced_by": new.client_id}
     )
